@@ -1,0 +1,57 @@
+"""The small fully convolutional network shared by both methods."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["KanezakiNet"]
+
+
+class KanezakiNet(nn.Module):
+    """Feature extractor of Kanezaki (2018) and Kim et al. (2020).
+
+    ``Conv3x3(in -> C) -> ReLU -> BN``, then ``n_conv - 1`` blocks of
+    ``Conv3x3(C -> C) -> ReLU -> BN`` (each with its own weights), then
+    ``Conv1x1(C -> C) -> BN`` without ReLU: the response map whose argmax over channels is
+    the label. BatchNorm comes *after* ReLU, as in the published code. There is no
+    down-sampling: the output has the input's spatial size. Layers keep PyTorch's default
+    initialisation.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input image (1 grey, 3 RGB, any number for multichannel data).
+    n_channels : int
+        Feature channels C, the maximum number of segments (paper: 100).
+    n_conv : int
+        Number of 3x3 convolution blocks M (paper: 2).
+    spatial_dims : {2, 3}
+        2 for images (Conv2d/BatchNorm2d), 3 for volumes (Conv3d/BatchNorm3d).
+    """
+
+    def __init__(
+        self, in_channels: int, n_channels: int = 100, n_conv: int = 2, spatial_dims: int = 2
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+        layers: list[nn.Module] = []
+        for i in range(n_conv):
+            layers += [
+                conv(in_channels if i == 0 else n_channels, n_channels, 3, padding=1),
+                nn.ReLU(inplace=True),
+                norm(n_channels),
+            ]
+        layers += [conv(n_channels, n_channels, 1), norm(n_channels)]
+        self.layers = nn.Sequential(*layers)
+        self.in_channels = in_channels
+        self.n_channels = n_channels
+        self.n_conv = n_conv
+        self.spatial_dims = spatial_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the response map, shape ``(N, C, *spatial)``."""
+        return self.layers(x)
