@@ -51,8 +51,8 @@ class _BaseConfig:
     optimizer: Literal["sgd", "adam", "asgd"] = "sgd"
     #: L2 weight decay (papers: 0; the seed project used 0.02 with SGD).
     weight_decay: float = 0.0
-    #: Reference mode: side length images are resized to before training (None keeps them).
-    ref_size: Union[int, None] = 224
+    #: Reference mode: side length images are resized to before training (0 keeps their size).
+    ref_size: int = 224
     #: Reference mode: number of images per batch.
     batch_size: int = 1
     #: Reference mode: passes over the reference images.
@@ -75,8 +75,9 @@ class _BaseConfig:
         _check_float(self, "momentum", low=0.0, high=1.0, high_inclusive=False)
         _check_choice(self, "optimizer", OPTIMIZERS)
         _check_float(self, "weight_decay", low=0.0)
-        if self.ref_size is not None:
-            _check_int(self, "ref_size", low=8)
+        _check_int(self, "ref_size", low=0)
+        if 0 < self.ref_size < 8:
+            raise ConfigError(f"ref_size must be 0 (no resizing) or >= 8, got {self.ref_size}.")
         _check_int(self, "batch_size", low=1)
         _check_int(self, "n_epochs", low=1)
         _check_int(self, "max_update", low=1)
@@ -159,7 +160,7 @@ class _BaseConfig:
             raise FileExistsError(
                 f"{path} already exists; choose another name or pass overwrite=True."
             )
-        data = {k: v for k, v in self.to_dict().items() if v is not None}
+        data = self.to_dict()
         if fmt == "toml":
             import tomli_w
 

@@ -15,6 +15,7 @@ __all__ = [
     "normalize_intensity",
     "prepare_scribbles",
     "number_segments",
+    "scribbles_from_published",
 ]
 
 #: Percentiles mapped to 0 and 1 for images that are not 8-bit.
@@ -224,3 +225,31 @@ def number_segments(
     start = int(np.flatnonzero(keep).max()) + 1 if keep.any() else 1
     lookup[order] = np.arange(start, start + order.size, dtype=np.int32)
     return lookup[channel_map]
+
+
+def scribbles_from_published(scribbles: np.ndarray) -> np.ndarray:
+    """Convert a scribble image of the published TIP 2020 code to napari's convention.
+
+    The published files are single-channel 8-bit images where 255 means "not scribbled"
+    and any other value v is a class (0 included); napari Labels use 0 for "not
+    scribbled". Class v becomes label v + 1.
+
+    Parameters
+    ----------
+    scribbles : array_like
+        2-D uint8 image (255 = not scribbled). An RGB image is refused with an explanation.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 labels, 0 = not scribbled, v + 1 = published class v.
+    """
+    array = np.asarray(scribbles)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        raise ImageError(
+            "this scribble file is RGB; the published format is a single-channel 8-bit image "
+            "(255 = not scribbled). Save the scribbles as grey/palette indices."
+        )
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise ImageError(f"expected a 2-D integer scribble image, got {array.dtype} {array.shape}.")
+    return np.where(array == 255, 0, array.astype(np.int32) + 1).astype(np.int32)

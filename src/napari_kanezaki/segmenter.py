@@ -200,7 +200,7 @@ class Segmenter:
         """Train one model on several images, yielding a state after every update.
 
         The reference-image mode of the TIP 2020 code: every image is resized to
-        ``ref_size`` squared (unless ``ref_size`` is None), then for each of ``n_epochs``
+        ``ref_size`` squared (unless ``ref_size`` is 0), then for each of ``n_epochs``
         epochs and each batch of ``batch_size`` images, ``max_update`` consecutive updates
         are made on that batch. There is no stop rule. Afterwards `predict` segments any
         image at full resolution without retraining.
@@ -404,7 +404,7 @@ class Segmenter:
     def _reference_input(self, image: np.ndarray, channel_axis: int | None) -> np.ndarray:
         array = to_network_input(image, channel_axis)
         size = self.config.ref_size
-        if size is None or array.shape[1:] == (size, size):
+        if size == 0 or array.shape[1:] == (size, size):
             return array
         from skimage.transform import resize
 

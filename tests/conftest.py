@@ -1,0 +1,26 @@
+"""Shared fixtures of the test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The development evaluation data beside the project; skips the test when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"evaluation data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rgb_image() -> np.ndarray:
+    """A small uint8 RGB image with three regions."""
+    from napari_kanezaki.samples import noisy_regions
+
+    return noisy_regions((40, 48), noise=0.05, seed=3)[0]
