@@ -82,10 +82,10 @@ class _SelfTrainingLoss(torch.autograd.Function):
                     continue
                 diff = r.narrow(axis, 1, n - 1) - r.narrow(axis, 0, n - 1)
                 scale = w_con * axis_weight / diff.numel()
-                con = con + diff.abs().sum(dtype=torch.float32) * scale
-                step = diff.sign_().mul_(scale)
-                grad.narrow(axis, 1, n - 1).add_(step)
-                grad.narrow(axis, 0, n - 1).sub_(step)
+                con = con + torch.linalg.vector_norm(diff, ord=1).float() * scale
+                sign = diff.sign_()
+                grad.narrow(axis, 1, n - 1).add_(sign, alpha=scale)
+                grad.narrow(axis, 0, n - 1).sub_(sign, alpha=scale)
         ctx.save_for_backward(grad)
         return ce + con
 

@@ -1,0 +1,250 @@
+"""Time one training iteration: the published code against the project's default path.
+
+For each method (SP, ST) the same image is trained on by
+
+- the published baseline (`published_baseline.run_published`: float32, NCHW, NumPy
+  superpixel loop), and
+- ``napari_kanezaki.Segmenter(config, device=..., seed=0)`` iterating ``.run(image)`` with
+  the paper presets (default precision, i.e. bfloat16 autocast where the hardware has it),
+- optionally (``--fp32``) the project path in float32, to separate the gain of the code
+  from that of the arithmetic.
+
+Every iteration is timed with a wall clock (synchronising CUDA/MPS first); the first
+``--warmup`` iterations (which include start-up work such as the project's superpixels)
+are dropped and the median of the rest is reported. The stop rule is disabled so every run
+does ``--iters`` iterations.
+
+Run from the project root, e.g.::
+
+    python benchmarks/bench_speed.py --iters 20 --json speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_kanezaki import Segmenter, SPConfig, STConfig
+from napari_kanezaki.devices import resolve_device
+
+from common import benchmark_image, format_machine_info, machine_info, synchronize
+from published_baseline import run_published
+
+METHODS = ("sp", "st")
+
+
+def time_project(
+    image: np.ndarray, method: str, n_iter: int, device: torch.device, precision: str, seed: int
+) -> list[float]:
+    """Wall-clock seconds of each training iteration of the project's `Segmenter`.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        uint8 RGB image.
+    method : {"sp", "st"}
+        Method; the configuration is the paper preset with ``max_iter=n_iter`` and the
+        stop rule disabled (``min_labels=1``).
+    n_iter : int
+        Number of iterations.
+    device : torch.device
+        Device of the model.
+    precision : {"auto", "fp32", "bf16"}
+        Precision of the `Segmenter`.
+    seed : int
+        Seed of the initial weights.
+
+    Returns
+    -------
+    list of float
+        Seconds per iteration; the first includes the set-up done by ``run`` (input
+        conversion, superpixels, model creation).
+    """
+    config_class = SPConfig if method == "sp" else STConfig
+    segmenter = Segmenter(
+        config_class(max_iter=n_iter, min_labels=1), device=device, seed=seed, precision=precision
+    )
+    seconds = []
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in segmenter.run(image):
+        synchronize(device)
+        now = time.perf_counter()
+        seconds.append(now - start)
+        start = now
+    return seconds
+
+
+def median_ms(seconds: Sequence[float], warmup: int) -> float:
+    """Median of the per-iteration times after the warm-up, in milliseconds.
+
+    Parameters
+    ----------
+    seconds : sequence of float
+        Per-iteration seconds.
+    warmup : int
+        Number of leading iterations to discard.
+
+    Returns
+    -------
+    float
+        Median in ms, or NaN when no iteration is left after the warm-up.
+    """
+    kept = list(seconds)[warmup:]
+    return 1e3 * statistics.median(kept) if kept else float("nan")
+
+
+def benchmark(
+    image: np.ndarray,
+    methods: Sequence[str],
+    n_iter: int,
+    warmup: int,
+    device: torch.device,
+    seed: int,
+    fp32: bool,
+) -> list[dict[str, Any]]:
+    """Time every variant of every method.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        uint8 RGB image.
+    methods : sequence of {"sp", "st"}
+        Methods to time.
+    n_iter, warmup : int
+        Iterations per run, and how many leading ones to discard.
+    device : torch.device
+        Device of every run.
+    seed : int
+        Seed of the initial weights.
+    fp32 : bool
+        Also time the project path with ``precision="fp32"``.
+
+    Returns
+    -------
+    list of dict
+        Per method: median ms/iter of ``baseline``, ``default`` (and ``fp32``), the
+        speed-ups ``baseline / variant``, and the raw per-iteration seconds.
+    """
+    results = []
+    for method in methods:
+        runs = {
+            "baseline": run_published(
+                image, method, n_iter, seed, device=device, min_labels=0
+            ).iter_seconds,
+            "default": time_project(image, method, n_iter, device, "auto", seed),
+        }
+        if fp32:
+            runs["fp32"] = time_project(image, method, n_iter, device, "fp32", seed)
+        medians = {name: median_ms(seconds, warmup) for name, seconds in runs.items()}
+        row: dict[str, Any] = {"method": method}
+        for name, value in medians.items():
+            row[f"{name}_ms"] = value
+            if name != "baseline":
+                row[f"{name}_speedup"] = medians["baseline"] / value
+        row["seconds"] = runs
+        results.append(row)
+    return results
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """Render `benchmark` results as a text table (speed-up = baseline ms / variant ms)."""
+    fp32 = any("fp32_ms" in row for row in results)
+    header = f"{'method':<7}{'baseline ms/it':>15}{'default ms/it':>15}{'speed-up':>10}"
+    if fp32:
+        header += f"{'fp32 ms/it':>12}{'speed-up':>10}"
+    lines = [header, "-" * len(header)]
+    for row in results:
+        line = (
+            f"{row['method'].upper():<7}{row['baseline_ms']:>15.1f}{row['default_ms']:>15.1f}"
+            f"{row['default_speedup']:>9.2f}x"
+        )
+        if fp32:
+            line += f"{row['fp32_ms']:>12.1f}{row['fp32_speedup']:>9.2f}x"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (see ``--help``)."""
+    parser = argparse.ArgumentParser(
+        description=(
+            "Median wall-clock time of one training iteration, published code (fp32, NCHW, "
+            "NumPy superpixel loop) against the project's default path, on BSDS500 "
+            "101027.jpg (or the bundled sample when ../shared/data is absent)."
+        )
+    )
+    parser.add_argument(
+        "--iters", type=int, default=20, help="training iterations per run (default: 20)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="leading iterations discarded before taking the median (default: 3)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps' "
+        "(default: auto); both baseline and project run there",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        help="methods to time (default: sp st)",
+    )
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="also time the project path in float32 (precision='fp32'), for reference",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")
+    parser.add_argument("--image", help="time on this image file instead of the default")
+    parser.add_argument(
+        "--json", metavar="OUT", type=Path, help="also write machine info and results here"
+    )
+    args = parser.parse_args(argv)
+    if args.iters < 1 or args.warmup < 0 or args.warmup >= args.iters:
+        parser.error("need --iters >= 1 and 0 <= --warmup < --iters.")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table and optionally write JSON; return the exit code."""
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    image, image_description = benchmark_image(args.image)
+    info = machine_info(device)
+    print(format_machine_info(info))
+    print(f"image: {image_description}")
+    print(f"{args.iters} iterations per run, median of the last {args.iters - args.warmup}\n")
+    results = benchmark(image, args.methods, args.iters, args.warmup, device, args.seed, args.fp32)
+    print(format_table(results))
+    if args.json is not None:
+        payload = {
+            "machine": info,
+            "image": image_description,
+            "iters": args.iters,
+            "warmup": args.warmup,
+            "seed": args.seed,
+            "results": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

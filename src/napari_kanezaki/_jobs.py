@@ -1,0 +1,202 @@
+"""The work the widgets run in a background thread, as generators of progress updates.
+
+No Qt or napari here: each job is a generator that iterates the core's `Segmenter` and
+yields `Update` objects (progress over the whole job, plus label images to show), checks a
+`threading.Event` after every update to stop early, and returns a `JobResult`. Stopping
+keeps the model's last weights and still predicts the image being trained, so a stopped
+run leaves a consistent result. torch is imported only when a job runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import Config
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
+
+__all__ = ["Update", "JobResult", "Job", "segment_each", "fit_and_apply", "apply_saved"]
+
+
+@dataclass(frozen=True)
+class Update:
+    """Progress of a job.
+
+    Attributes
+    ----------
+    step, total : int
+        Steps done and planned over the whole job (training updates plus predictions).
+    text : str
+        Human-readable status, e.g. ``"cells: iteration 20/1000, 7 labels"``.
+    key : hashable, optional
+        The output the labels belong to.
+    labels : numpy.ndarray, optional
+        A preview or the final label image of output `key`.
+    """
+
+    step: int
+    total: int
+    text: str
+    key: Hashable | None = None
+    labels: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job leaves behind.
+
+    Attributes
+    ----------
+    segmenter : Segmenter or None
+        The last model trained or loaded (None if the job stopped before making one).
+    stopped : bool
+        True if the job was stopped early.
+    """
+
+    segmenter: Segmenter | None
+    stopped: bool
+
+
+Job = Generator[Update, None, JobResult]
+
+
+def segment_each(
+    images: Mapping[Hashable, tuple[np.ndarray, np.ndarray | None]],
+    config: Config,
+    runtime: Mapping[str, Any],
+    stop: threading.Event,
+    preview_every: int = 10,
+) -> Job:
+    """Train a fresh model on each image and predict it (the seed's ``base``/``base_folder``).
+
+    Parameters
+    ----------
+    images : mapping
+        Output key -> (image, scribbles or None).
+    config : SPConfig or STConfig
+        Settings of every run.
+    runtime : mapping
+        ``seed``, ``device`` and ``precision`` for `Segmenter`.
+    stop : threading.Event
+        Set it to stop after the current iteration; the current image is still predicted.
+    preview_every : int
+        Yield the current labels every this many iterations (0: only the final result).
+
+    Yields
+    ------
+    Update
+    """
+    from .segmenter import Segmenter
+
+    total = len(images) * config.max_iter
+    done = 0
+    segmenter = None
+    for key, (image, scribbles) in images.items():
+        if stop.is_set():
+            break
+        segmenter = Segmenter(config, **runtime)
+        for state in segmenter.run(image, scribbles):
+            preview = None
+            if preview_every and state.iteration % preview_every == 0 and not state.done:
+                preview = state.labels()
+            text = f"{key}: iteration {state.iteration}/{state.max_iter}, {state.n_labels} labels"
+            yield Update(done + state.iteration, total, text, key, preview)
+            if stop.is_set():
+                break
+        done += config.max_iter
+        labels = segmenter.predict(image)
+        text = f"{key}: {int(labels.max())} labels"
+        yield Update(done, total, text, key, labels)
+    return JobResult(segmenter, stop.is_set())
+
+
+def fit_and_apply(
+    references: Sequence[np.ndarray],
+    targets: Mapping[Hashable, np.ndarray],
+    config: Config,
+    runtime: Mapping[str, Any],
+    stop: threading.Event,
+) -> Job:
+    """Train one model on reference images, then predict other images without retraining.
+
+    The reference-image mode of the TIP 2020 code (`Segmenter.fit_iter`). Stopping during
+    training keeps the weights reached so far (they can still be saved) but predicts
+    nothing; stopping during prediction skips the remaining targets.
+
+    Parameters
+    ----------
+    references : sequence of numpy.ndarray
+        Training images.
+    targets : mapping
+        Output key -> image to predict.
+    config, runtime, stop
+        As for `segment_each`.
+
+    Yields
+    ------
+    Update
+    """
+    from .segmenter import Segmenter
+
+    segmenter = Segmenter(config, **runtime)
+    n_updates = 0
+    for state in segmenter.fit_iter(list(references)):
+        n_updates = state.max_iter
+        text = (
+            f"training on references: update {state.iteration}/{state.max_iter}, "
+            f"{state.n_labels} labels"
+        )
+        yield Update(state.iteration, n_updates + len(targets), text)
+        if stop.is_set():
+            break
+    yield from _predict_all(segmenter, targets, n_updates, stop)
+    return JobResult(segmenter, stop.is_set())
+
+
+def apply_saved(
+    path: str | Path,
+    targets: Mapping[Hashable, np.ndarray],
+    runtime: Mapping[str, Any],
+    stop: threading.Event,
+) -> Job:
+    """Segment images with a model file written by `Segmenter.save`.
+
+    Parameters
+    ----------
+    path : str or Path
+        Model file.
+    targets : mapping
+        Output key -> image to predict.
+    runtime : mapping
+        ``device`` and ``precision`` (a ``seed`` entry is ignored).
+    stop : threading.Event
+        Set it to skip the remaining images.
+
+    Yields
+    ------
+    Update
+    """
+    from .segmenter import Segmenter
+
+    segmenter = Segmenter.load(path, device=runtime["device"], precision=runtime["precision"])
+    yield from _predict_all(segmenter, targets, 0, stop)
+    return JobResult(segmenter, stop.is_set())
+
+
+def _predict_all(
+    segmenter: Segmenter, targets: Mapping[Hashable, np.ndarray], start: int, stop: threading.Event
+) -> Generator[Update, None, None]:
+    """Predict every target in turn, one progress step each, until `stop` is set."""
+    total = start + len(targets)
+    for i, (key, image) in enumerate(targets.items(), start=1):
+        if stop.is_set():
+            return
+        labels = segmenter.predict(image)
+        yield Update(start + i, total, f"{key}: {int(labels.max())} labels", key, labels)
