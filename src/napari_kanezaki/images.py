@@ -6,6 +6,7 @@ Pure NumPy: no torch, Qt or napari.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,8 @@ __all__ = [
     "prepare_scribbles",
     "number_segments",
     "scribbles_from_published",
+    "NormalizedImage",
+    "ImageSource",
 ]
 
 #: Percentiles mapped to 0 and 1 for images that are not 8-bit.
@@ -49,6 +52,12 @@ def to_network_input(
     numpy.ndarray
         float32, ``(C, H, W)``, C-contiguous. The input is never modified.
     """
+    if isinstance(image, NormalizedImage):
+        if channel_axis is not None:
+            raise ImageError(
+                "a NormalizedImage is already channels-first; do not pass channel_axis with it."
+            )
+        return image.array
     array = np.asarray(image)
     if array.dtype == object or not (
         np.issubdtype(array.dtype, np.number) or array.dtype == bool
@@ -253,3 +262,219 @@ def scribbles_from_published(scribbles: np.ndarray) -> np.ndarray:
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
         raise ImageError(f"expected a 2-D integer scribble image, got {array.dtype} {array.shape}.")
     return np.where(array == 255, 0, array.astype(np.int32) + 1).astype(np.int32)
+
+
+class NormalizedImage:
+    """A network input that is already prepared: float32 ``(C, *spatial)`` in [0, 1].
+
+    `to_network_input` (and so `Segmenter.run`, `Segmenter.predict`) uses it as it is, with
+    no further normalisation. This is how stacks and tiles, normalised once with the
+    statistics of the whole data set (see `ImageSource`), reach the network; the number of
+    spatial axes (2 or 3) chooses the network's dimensionality.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        float32, ``(C, H, W)`` or ``(C, D, H, W)``, values in [0, 1].
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        if array.dtype != np.float32 or array.ndim not in (3, 4):
+            raise ImageError(
+                "NormalizedImage takes a float32 (C, H, W) or (C, D, H, W) array, got "
+                f"{array.dtype} of shape {array.shape}; use ImageSource.read to make one."
+            )
+        if min(array.shape[1:]) < 2:
+            raise ImageError(f"image is too small to segment: spatial shape {array.shape[1:]}.")
+        self.array = np.ascontiguousarray(array)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(C, *spatial)``."""
+        return self.array.shape
+
+
+class ImageSource:
+    """Normalised, channels-first reading of any (possibly lazy) N-D image.
+
+    The data is only indexed, never loaded as a whole: NumPy, dask and zarr arrays (and
+    anything with ``shape``, ``dtype`` and NumPy-style indexing) work, and a read of a region
+    loads that region only. The intensity range of every channel is computed once for the
+    whole data set, so every plane and every tile is scaled the same way.
+
+    Parameters
+    ----------
+    data : array_like
+        The image. Every axis but the channel axis is spatial (planes, time points, Z, Y, X).
+    channel_axis : int, optional
+        Axis of the channels (any number of fluorescence channels).
+    rgb : bool, optional
+        The last axis is RGB(A) (alpha is dropped). Default: guessed like napari does, a
+        last axis of length 3 or 4 in an array of 3 or more axes; pass ``rgb=False`` for a
+        stack whose last spatial axis happens to have 3 or 4 pixels.
+    percentiles : (float, float)
+        Robust range of data that is not uint8 or bool: these percentiles of each channel
+        map to 0 and 1 (see `normalize_intensity`). uint8 is divided by 255, as in the papers.
+    max_stat_elements : int
+        Per channel, up to this many values are read to compute the percentiles: all of
+        them for smaller images, otherwise random blocks (seeded, so reproducible).
+
+    Attributes
+    ----------
+    spatial_shape : tuple of int
+    n_channels : int
+    low, high : numpy.ndarray
+        float64 per-channel values mapped to 0 and 1.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        *,
+        channel_axis: int | None = None,
+        rgb: bool | None = None,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        max_stat_elements: int = 2**22,
+    ) -> None:
+        for attribute in ("shape", "dtype", "__getitem__"):
+            if not hasattr(data, attribute):
+                data = np.asarray(data)
+                break
+        dtype = np.dtype(data.dtype)
+        if dtype == object or not (np.issubdtype(dtype, np.number) or dtype == bool):
+            raise ImageError(f"image must be a numeric array, got dtype {dtype}.")
+        shape = tuple(int(n) for n in data.shape)
+        ndim = len(shape)
+        if ndim < 2:
+            raise ImageError(f"an image needs at least 2 axes, got shape {shape}.")
+        if channel_axis is not None:
+            if rgb:
+                raise ImageError("pass either rgb=True or channel_axis, not both.")
+            if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+                raise ImageError(f"channel_axis must be an integer axis, got {channel_axis!r}.")
+            if not -ndim <= channel_axis < ndim:
+                raise ImageError(
+                    f"channel_axis={channel_axis} is out of range for an image of shape {shape} "
+                    f"(valid: {-ndim}..{ndim - 1})."
+                )
+            channel_axis = int(channel_axis) % ndim
+            self.rgb = False
+        else:
+            if rgb is None:
+                rgb = ndim >= 3 and shape[-1] in (3, 4)
+            elif rgb and shape[-1] not in (3, 4):
+                raise ImageError(
+                    f"rgb=True needs a last axis of length 3 or 4, got shape {shape}; use "
+                    "channel_axis for other channel counts."
+                )
+            self.rgb = bool(rgb)
+            channel_axis = ndim - 1 if rgb else None
+        self.data = data
+        self.dtype = dtype
+        self.channel_axis = channel_axis
+        self.spatial_shape = tuple(n for i, n in enumerate(shape) if i != channel_axis)
+        if channel_axis is None:
+            self.n_channels = 1
+        else:
+            self.n_channels = 3 if self.rgb else shape[channel_axis]
+        if len(self.spatial_shape) < 2:
+            raise ImageError(f"an image needs 2 spatial axes, got shape {shape}.")
+        if min(self.spatial_shape[-2:]) < 2:
+            raise ImageError(f"image is too small to segment: spatial shape {self.spatial_shape}.")
+        low_p, high_p = percentiles
+        if not 0 <= low_p < high_p <= 100:
+            raise ImageError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
+        self.percentiles = (float(low_p), float(high_p))
+        self.low, self.high = self._ranges(int(max_stat_elements))
+
+    @property
+    def spatial_ndim(self) -> int:
+        """Number of spatial axes."""
+        return len(self.spatial_shape)
+
+    @property
+    def nbytes_float(self) -> int:
+        """Size of the whole normalised image in float32 bytes."""
+        return 4 * self.n_channels * int(np.prod(self.spatial_shape, dtype=np.int64))
+
+    def read(self, index: tuple[int | slice, ...] = ()) -> np.ndarray:
+        """Read and normalise one region.
+
+        Parameters
+        ----------
+        index : tuple of int or slice
+            One entry per spatial axis (missing trailing entries mean the whole axis); an
+            integer drops its axis.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(C, *region)`` in [0, 1], a new array.
+        """
+        block = self._read_raw(index)
+        if not np.issubdtype(block.dtype, np.integer) and block.dtype != bool:
+            if not np.isfinite(block).all():
+                raise ImageError(
+                    "image contains NaN or infinite values; replace them (e.g. np.nan_to_num) "
+                    "first."
+                )
+        out = np.empty(block.shape, dtype=np.float32)
+        for c in range(block.shape[0]):
+            span = self.high[c] - self.low[c]
+            if span > 0:
+                np.subtract(block[c], np.float32(self.low[c]), out=out[c], casting="unsafe")
+                out[c] /= np.float32(span)
+            else:
+                out[c] = 0
+        return np.clip(out, 0, 1, out=out)
+
+    def _read_raw(self, index: tuple[int | slice, ...]) -> np.ndarray:
+        index = tuple(index) + (slice(None),) * (self.spatial_ndim - len(index))
+        if len(index) != self.spatial_ndim:
+            raise ImageError(f"index {index} has more entries than the image's spatial axes.")
+        full: list[int | slice] = list(index)
+        if self.channel_axis is not None:
+            full.insert(self.channel_axis, slice(0, 3) if self.rgb else slice(None))
+        block = np.asarray(self.data[tuple(full)])
+        if self.channel_axis is None:
+            return block[np.newaxis]
+        position = sum(1 for i in full[: self.channel_axis] if isinstance(i, slice))
+        return np.moveaxis(block, position, 0)
+
+    def _ranges(self, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
+        n = self.n_channels
+        if self.dtype == np.uint8:
+            return np.zeros(n), np.full(n, 255.0)
+        if self.dtype == bool:
+            return np.zeros(n), np.ones(n)
+        total = int(np.prod(self.spatial_shape, dtype=np.int64))
+        if total <= max_elements:
+            samples = self._read_raw(()).reshape(n, -1)
+        else:
+            samples = self._random_blocks(max_elements)
+        samples = samples.astype(np.float64, copy=False)
+        if not np.isfinite(samples).all():
+            raise ImageError(
+                "image contains NaN or infinite values; replace them (e.g. np.nan_to_num) first."
+            )
+        low, high = np.percentile(samples, self.percentiles, axis=1)
+        return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+
+    def _random_blocks(self, max_elements: int) -> np.ndarray:
+        """Values of random blocks (whole rows of the last two axes, one plane deep)."""
+        rng = np.random.default_rng(0)
+        shape = self.spatial_shape
+        side = [min(n, 256) for n in shape[-2:]]
+        per_block = side[0] * side[1]
+        n_blocks = max(1, min(64, max_elements // per_block))
+        parts = []
+        for _ in range(n_blocks):
+            index: list[int | slice] = [int(rng.integers(0, n)) for n in shape[:-2]]
+            for n, s in zip(shape[-2:], side):
+                start = int(rng.integers(0, n - s + 1))
+                index.append(slice(start, start + s))
+            parts.append(self._read_raw(tuple(index)).reshape(self.n_channels, -1))
+        return np.concatenate(parts, axis=1)

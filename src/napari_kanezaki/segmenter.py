@@ -17,6 +17,8 @@ from .devices import resolve_device, resolve_precision
 from .images import ImageError, number_segments, prepare_scribbles, to_network_input
 from .losses import pixel_weights, self_training_loss
 from .network import KanezakiNet
+from .stopping import StopRule
+from .preprocessing import make_augmenter, prepare_network_input
 from .superpixels import compute_superpixels, refine_by_superpixels
 
 __all__ = ["Segmenter", "TrainingState"]
@@ -36,22 +38,29 @@ class TrainingState:
         Planned number of updates (the run may stop earlier).
     n_labels : int
         Distinct labels of the network's argmax at this iteration, before its update
-        (the quantity the stop rule looks at).
+        (the quantity the stop rule looks at). Read from the device on access.
     done : bool
         True for the last state of a run (stop rule met or budget spent).
     stop_reason : str
-        ``"min_labels"``, ``"max_iter"`` or ``""`` while running.
+        ``"min_labels"``, ``"plateau"``, ``"max_iter"`` or ``""`` while running.
     """
 
     iteration: int
     max_iter: int
-    n_labels: int
+    _n_labels: torch.Tensor = dataclasses.field(repr=False)
     done: bool
     stop_reason: str
     _loss: torch.Tensor = dataclasses.field(repr=False)
     _channels: torch.Tensor = dataclasses.field(repr=False)
     _n_channels: int = dataclasses.field(repr=False)
     _keep_ids: tuple[int, ...] = dataclasses.field(repr=False)
+    #: Maps labels of the preprocessed image back to the input's shape (None: same shape).
+    _restore: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def n_labels(self) -> int:
+        """Distinct labels of this iteration's argmax (see the class docstring)."""
+        return int(self._n_labels)
 
     @property
     def loss(self) -> float:
@@ -69,7 +78,8 @@ class TrainingState:
             int32, the image's spatial shape (the first image's, in reference mode).
         """
         channels = self._channels[0].cpu().numpy()
-        return number_segments(channels, self._n_channels, self._keep_ids)
+        labels = number_segments(channels, self._n_channels, self._keep_ids)
+        return labels if self._restore is None else self._restore(labels)
 
 
 class Segmenter:
@@ -88,6 +98,10 @@ class Segmenter:
         ``"auto"`` uses bfloat16 autocast where the hardware supports it natively, which is
         several times faster with the same segmentation quality; ``"fp32"`` is the published
         arithmetic.
+    spacing : sequence of float, optional
+        Pixel/voxel size per spatial axis (e.g. ``(2.0, 0.5, 0.5)`` for a volume): passed
+        to SLIC (SP) and, for ST, weights the continuity term of each axis by
+        ``min(spacing) / spacing[axis]``. Default: isotropic.
 
     Examples
     --------
@@ -103,6 +117,7 @@ class Segmenter:
         device: str | torch.device = "auto",
         seed: int = 0,
         precision: str = "auto",
+        spacing: Sequence[float] | None = None,
     ) -> None:
         if config is None:
             config = STConfig()
@@ -115,8 +130,13 @@ class Segmenter:
         self.seed = int(seed)
         self.precision = precision
         self._autocast_dtype = resolve_precision(precision, self.device)
+        # Host reads of the label count stall a GPU: check the stop rule every 10 updates there.
+        self._check_every = 1 if self.device.type == "cpu" else 10
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: autotune convolutions
         self.model: KanezakiNet | None = None
         self.keep_ids: tuple[int, ...] = ()
+        self.spacing = _check_spacing(spacing)
 
     @property
     def method(self) -> str:
@@ -162,14 +182,17 @@ class Segmenter:
         TrainingState
         """
         cfg = self.config
-        array = to_network_input(image, channel_axis)
-        targets = prepare_scribbles(scribbles, array.shape[1:], cfg.n_channels)
+        array, geometry = prepare_network_input(image, cfg, channel_axis)
+        targets = prepare_scribbles(geometry.apply(scribbles), array.shape[1:], cfg.n_channels)
         if targets is not None and isinstance(cfg, SPConfig):
             raise ConfigError(
                 "scribbles are supported by the ST method only; use STConfig or method='st'."
             )
         x = self._to_device(array[np.newaxis])
-        self._prepare_model(array.shape[0], warm_start)
+        if cfg.checkpoint and not warm_start:
+            self._load_checkpoint(array.shape[0], spatial_dims=array.ndim - 1)
+            warm_start = True
+        self._prepare_model(array.shape[0], warm_start, spatial_dims=array.ndim - 1)
         min_labels = cfg.min_labels
         scribble_tensor = None
         self.keep_ids = ()
@@ -180,16 +203,25 @@ class Segmenter:
             scribble_tensor = torch.from_numpy(targets[np.newaxis]).to(self.device)
         superpixels = self._superpixels([array]) if isinstance(cfg, SPConfig) else None
         step = self._make_step(
-            superpixels, scribble_tensor, getattr(cfg, "w_con", 0.0), (1, *array.shape[1:])
+            superpixels,
+            scribble_tensor,
+            getattr(cfg, "w_con", 0.0),
+            (1, *array.shape[1:]),
+            axis_weights=self._axis_weights(array.ndim - 1),
+        )
+        augment = make_augmenter(cfg, self.seed)
+        rule = StopRule(
+            cfg.max_iter, min_labels, cfg.plateau_iter, cfg.plateau_tol, self._check_every
         )
         for iteration in range(1, cfg.max_iter + 1):
+            if augment is not None:  # the seed's random CLAHE, new at every iteration
+                x = self._to_device(augment(array)[np.newaxis])
             loss, channels, n_labels = step(x)
-            reason = ""
-            if n_labels <= min_labels:
-                reason = "min_labels"
-            elif iteration == cfg.max_iter:
-                reason = "max_iter"
-            yield self._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
+            reason = rule.update(iteration, n_labels, channels)
+            state = self._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
+            if not geometry.identity:
+                state = dataclasses.replace(state, _restore=geometry.restore)
+            yield state
             if reason:
                 return
 
@@ -236,7 +268,12 @@ class Segmenter:
                     "images of one batch must have the same size: set ref_size (resize) or "
                     "batch_size=1."
                 )
-        self._prepare_model(in_channels.pop(), warm_start=False)
+        in_channel_count = in_channels.pop()
+        if cfg.checkpoint:
+            self._load_checkpoint(in_channel_count, spatial_dims=arrays[0].ndim - 1)
+        else:
+            self._prepare_model(in_channel_count, warm_start=False, spatial_dims=arrays[0].ndim - 1)
+        augment = make_augmenter(cfg, self.seed)
         self.keep_ids = ()
         total = cfg.n_epochs * len(batches) * cfg.max_update
         sp_cache: dict[int, Any] = {}
@@ -250,10 +287,16 @@ class Segmenter:
                         sp_cache[b] = self._superpixels(batch)
                     superpixels = sp_cache[b]
                 step = self._make_step(
-                    superpixels, None, getattr(cfg, "w_con", 0.0), (x.shape[0], *x.shape[2:])
+                    superpixels,
+                    None,
+                    getattr(cfg, "w_con", 0.0),
+                    (x.shape[0], *x.shape[2:]),
+                    axis_weights=self._axis_weights(x.ndim - 2),
                 )
                 for _ in range(cfg.max_update):
                     iteration += 1
+                    if augment is not None:  # the seed's random CLAHE, new at every update
+                        x = self._to_device(np.stack([augment(a) for a in batch]))
                     loss, channels, n_labels = step(x)
                     reason = "max_iter" if iteration == total else ""
                     yield self._state(iteration, total, n_labels, reason, loss, channels)
@@ -287,12 +330,13 @@ class Segmenter:
         """
         if self.model is None:
             raise RuntimeError("no trained model: call run(), fit() or Segmenter.load() first.")
-        array = to_network_input(image, channel_axis)
-        self._check_channels(array.shape[0])
+        array, geometry = prepare_network_input(image, self.config, channel_axis)
+        self._check_channels(array.shape[0], spatial_dims=array.ndim - 1)
         x = self._to_device(array[np.newaxis])
         with self._autocast():
             channels = self.model(x).argmax(dim=1)
-        return number_segments(channels[0].cpu().numpy(), self.config.n_channels, self.keep_ids)
+        labels = number_segments(channels[0].cpu().numpy(), self.config.n_channels, self.keep_ids)
+        return geometry.restore(labels)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -319,6 +363,8 @@ class Segmenter:
             "config": self.config.to_dict(),
             "seed": self.seed,
             "in_channels": self.model.in_channels,
+            "spatial_dims": self.model.spatial_dims,
+            "spacing": None if self.spacing is None else list(self.spacing),
             "keep_ids": list(self.keep_ids),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
@@ -360,12 +406,51 @@ class Segmenter:
             )
         config_dict = dict(payload["config"])
         config = config_for_method(config_dict["method"]).from_dict(config_dict)
-        segmenter = cls(config, device=device, seed=payload["seed"], precision=precision)
-        segmenter._prepare_model(int(payload["in_channels"]), warm_start=False)
+        segmenter = cls(
+            config,
+            device=device,
+            seed=payload["seed"],
+            precision=precision,
+            spacing=payload.get("spacing"),
+        )
+        segmenter._prepare_model(
+            int(payload["in_channels"]),
+            warm_start=False,
+            spatial_dims=int(payload.get("spatial_dims", 2)),
+        )
         assert segmenter.model is not None
         segmenter.model.load_state_dict(payload["state_dict"])
         segmenter.keep_ids = tuple(int(i) for i in payload["keep_ids"])
         return segmenter
+
+    def _load_checkpoint(self, in_channels: int, spatial_dims: int = 2) -> None:
+        """Fresh model with the weights of ``config.checkpoint`` (warm start).
+
+        Accepts a file of `save` or a bare state dict of a network of the same layout
+        (``weights_only`` loading: no pickled code runs).
+        """
+        path = Path(self.config.checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"checkpoint {path} does not exist; fix the path or set checkpoint = \"\" "
+                "to start from fresh weights."
+            )
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"checkpoint {path} cannot be read as a model file: {exc}") from exc
+        if isinstance(payload, dict) and payload.get("format") == MODEL_FORMAT:
+            payload = payload["state_dict"]
+        self._prepare_model(in_channels, warm_start=False, spatial_dims=spatial_dims)
+        assert self.model is not None
+        try:
+            self.model.load_state_dict(payload)
+        except Exception as exc:
+            raise ConfigError(
+                f"checkpoint {path} does not fit this network ({in_channels} input channel(s), "
+                f"n_channels={self.config.n_channels}, n_conv={self.config.n_conv}): {exc}. "
+                "Use the checkpoint's n_channels/n_conv or another checkpoint."
+            ) from exc
 
     # -- internals --------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -373,28 +458,34 @@ class Segmenter:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
 
-    def _memory_format(self) -> torch.memory_format:
-        return torch.channels_last
+    def _memory_format(self, ndim: int = 4) -> torch.memory_format:
+        return torch.channels_last_3d if ndim == 5 else torch.channels_last
 
     def _to_device(self, batch: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        return tensor.to(self.device).contiguous(memory_format=self._memory_format())
+        return tensor.to(self.device).contiguous(memory_format=self._memory_format(tensor.ndim))
 
-    def _prepare_model(self, in_channels: int, warm_start: bool) -> None:
+    def _prepare_model(self, in_channels: int, warm_start: bool, spatial_dims: int = 2) -> None:
         cfg = self.config
         if warm_start:
             if self.model is None:
                 raise RuntimeError("warm_start=True needs a model: load one or train first.")
-            self._check_channels(in_channels)
+            self._check_channels(in_channels, spatial_dims)
             return
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = KanezakiNet(in_channels, cfg.n_channels, cfg.n_conv)
+            model = KanezakiNet(in_channels, cfg.n_channels, cfg.n_conv, spatial_dims=spatial_dims)
         # Always in training mode: BatchNorm uses the current image's statistics, as published.
-        self.model = model.to(self.device, memory_format=self._memory_format()).train()
+        memory_format = self._memory_format(spatial_dims + 2)
+        self.model = model.to(self.device, memory_format=memory_format).train()
 
-    def _check_channels(self, in_channels: int) -> None:
+    def _check_channels(self, in_channels: int, spatial_dims: int | None = None) -> None:
         assert self.model is not None
+        if spatial_dims is not None and spatial_dims != self.model.spatial_dims:
+            raise ImageError(
+                f"the model is a {self.model.spatial_dims}-D network but this input has "
+                f"{spatial_dims} spatial axes; segment {self.model.spatial_dims}-D inputs with it."
+            )
         if in_channels != self.model.in_channels:
             raise ImageError(
                 f"the model was trained on {self.model.in_channels}-channel images but this "
@@ -402,7 +493,7 @@ class Segmenter:
             )
 
     def _reference_input(self, image: np.ndarray, channel_axis: int | None) -> np.ndarray:
-        array = to_network_input(image, channel_axis)
+        array, _ = prepare_network_input(image, self.config, channel_axis)
         size = self.config.ref_size
         if size == 0 or array.shape[1:] == (size, size):
             return array
@@ -420,6 +511,8 @@ class Segmenter:
             segments = compute_superpixels(
                 _superpixel_view(array, cfg.superpixel),
                 cfg.superpixel,
+                spatial_dims=array.ndim - 1,
+                spacing=self.spacing if array.ndim - 1 == len(self.spacing or ()) else None,
                 n_segments=cfg.n_segments,
                 compactness=cfg.compactness,
                 scale=cfg.scale,
@@ -436,12 +529,19 @@ class Segmenter:
         scribbles: torch.Tensor | None,
         w_con: float,
         batch_shape: tuple[int, ...],
+        axis_weights: Sequence[float] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ):
-        """Return a function doing one update on a batch: (loss, argmax, label count)."""
+        """Return a function doing one update on a batch: (loss, argmax, label count).
+
+        `axis_weights` weights the continuity term per spatial axis; `optimizer` continues
+        an existing optimizer (its momentum) instead of a new one (tiled training).
+        """
         cfg = self.config
         model = self.model
         assert model is not None
-        optimizer = _make_optimizer(cfg, model.parameters())
+        if optimizer is None:
+            optimizer = _make_optimizer(cfg, model.parameters())
         n_channels = cfg.n_channels
         weights: torch.Tensor | float
         if isinstance(cfg, STConfig):
@@ -449,7 +549,7 @@ class Segmenter:
         else:
             weights = 1.0 / math.prod(batch_shape)
 
-        def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 response = model(x)
@@ -459,19 +559,31 @@ class Segmenter:
                 target = refine_by_superpixels(channels, sp_map, n_sp, n_channels)
             else:
                 target = channels if scribbles is None else torch.where(scribbles >= 0, scribbles, channels)
-            loss = self_training_loss(response, target, weights, w_con)
+            loss = self_training_loss(response, target, weights, w_con, axis_weights)
             loss.backward()
             optimizer.step()
             counts = torch.bincount(channels.reshape(-1), minlength=n_channels)
-            return loss.detach(), channels, int(counts.count_nonzero())
+            return loss.detach(), channels, counts.count_nonzero()
 
         return step
+
+    def _axis_weights(self, spatial_dims: int) -> tuple[float, ...] | None:
+        """Continuity weight of each spatial axis: ``min(spacing) / spacing`` (None: all 1)."""
+        if self.spacing is None:
+            return None
+        if len(self.spacing) != spatial_dims:
+            raise ImageError(
+                f"spacing {self.spacing} has {len(self.spacing)} entries but the image has "
+                f"{spatial_dims} spatial axes; give one voxel size per spatial axis."
+            )
+        smallest = min(self.spacing)
+        return tuple(smallest / s for s in self.spacing)
 
     def _state(
         self,
         iteration: int,
         max_iter: int,
-        n_labels: int,
+        n_labels: torch.Tensor,
         reason: str,
         loss: torch.Tensor,
         channels: torch.Tensor,
@@ -479,7 +591,7 @@ class Segmenter:
         return TrainingState(
             iteration=iteration,
             max_iter=max_iter,
-            n_labels=n_labels,
+            _n_labels=n_labels,
             done=bool(reason),
             stop_reason=reason,
             _loss=loss,
@@ -510,3 +622,15 @@ def _make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.ASGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+    if spacing is None:
+        return None
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f"spacing must be a sequence of positive numbers, got {spacing!r}.") from exc
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ImageError(f"spacing must hold positive finite numbers, got {spacing!r}.")
+    return values

@@ -17,13 +17,16 @@ def compute_superpixels(
     scale: float = 10.0,
     sigma: float = 0.8,
     min_size: int = 10,
+    spatial_dims: int = 2,
+    spacing: tuple[float, ...] | None = None,
 ) -> np.ndarray:
     """Over-segment an image with scikit-image, as the SP method does before training.
 
     Parameters
     ----------
     image : numpy.ndarray
-        Float image, ``(H, W)`` or ``(H, W, C)`` channels-last, values in [0, 1].
+        Float image, ``(H, W)`` or ``(H, W, C)`` channels-last, values in [0, 1]; with
+        ``spatial_dims=3``, ``(D, H, W)`` or ``(D, H, W, C)`` (supervoxels).
     algorithm : {"slic", "felzenszwalb"}
         ``"slic"``: `skimage.segmentation.slic` with `n_segments` and `compactness` (other
         arguments at scikit-image's defaults). ``"felzenszwalb"``:
@@ -32,6 +35,11 @@ def compute_superpixels(
         SLIC parameters (paper: 10000, 100).
     scale, sigma, min_size : float, float, int
         Felzenszwalb parameters (seed: 10, 0.8, 10).
+    spatial_dims : {2, 3}
+        Number of spatial axes of `image`; 3 computes SLIC supervoxels (Felzenszwalb is 2-D
+        only).
+    spacing : tuple of float, optional
+        Voxel size per spatial axis, SLIC's `spacing` (anisotropic volumes).
 
     Returns
     -------
@@ -40,7 +48,16 @@ def compute_superpixels(
     """
     from skimage.segmentation import felzenszwalb, slic
 
-    multichannel = image.ndim == 3
+    if spatial_dims not in (2, 3) or image.ndim not in (spatial_dims, spatial_dims + 1):
+        raise ValueError(
+            f"an image of shape {image.shape} does not have {spatial_dims} spatial axes "
+            "(plus an optional last channel axis)."
+        )
+    multichannel = image.ndim == spatial_dims + 1
+    if algorithm == "felzenszwalb" and spatial_dims == 3:
+        raise ValueError(
+            "Felzenszwalb superpixels are 2-D only; use superpixel='slic' for 3-D supervoxels."
+        )
     if algorithm == "slic":
         # The published code passes 8-bit RGB to SLIC; scikit-image rescales to [0, 1]
         # internally for Lab conversion, so a [0, 1] float gives the same segments.
@@ -50,6 +67,7 @@ def compute_superpixels(
             compactness=compactness,
             channel_axis=-1 if multichannel else None,
             convert2lab=multichannel and image.shape[-1] == 3,
+            spacing=None if spacing is None else np.asarray(spacing, dtype=np.float64),
         )
     elif algorithm == "felzenszwalb":
         segments = felzenszwalb(
