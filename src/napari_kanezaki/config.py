@@ -21,7 +21,13 @@ __all__ = [
     "ConfigError",
     "config_for_method",
     "load_config",
+    "PRESETS",
+    "preset_path",
+    "load_preset",
 ]
+
+#: Shipped presets: "paper" (the publications' defaults) and "seed" (the seed project's values).
+PRESETS = ("paper", "seed")
 
 OPTIMIZERS = ("sgd", "adam", "asgd")
 SUPERPIXELS = ("slic", "felzenszwalb")
@@ -59,6 +65,24 @@ class _BaseConfig:
     n_epochs: int = 1
     #: Reference mode: consecutive SGD updates on each batch.
     max_update: int = 1000
+    #: Warm start: model file (`Segmenter.save`, or a bare state dict) whose weights
+    #: training starts from; "" starts from fresh weights (the papers).
+    checkpoint: str = ""
+    #: Preprocessing: pixels cut off the bottom (seed: 65 for its SEM information bar).
+    crop_bottom: int = 0
+    #: Preprocessing: resize height and width to the nearest multiple of this (seed: 32;
+    #: 0 keeps the size). Labels are resized back with nearest neighbour.
+    resize_multiple: int = 0
+    #: Preprocessing: CLAHE on the lightness (L of Lab; grey: the image itself).
+    clahe: bool = False
+    #: CLAHE clip limit in OpenCV's units (seed: 2); skimage's clip_limit = clahe_clip / 256.
+    clahe_clip: float = 2.0
+    #: CLAHE tile grid: tiles per axis (seed: 8, i.e. 8x8 tiles).
+    clahe_tiles: int = 8
+    #: Augmentation: a random CLAHE (clip 2-9, grid 3-9) at every training iteration.
+    augment_clahe: bool = False
+    #: Preprocessing: median filter of this odd size (seed: 5; 0 = off).
+    median_blur: int = 0
 
     method: ClassVar[str] = ""
 
@@ -81,6 +105,22 @@ class _BaseConfig:
         _check_int(self, "batch_size", low=1)
         _check_int(self, "n_epochs", low=1)
         _check_int(self, "max_update", low=1)
+        if not isinstance(self.checkpoint, str):
+            raise ConfigError(
+                f"checkpoint must be a path (a string; \"\" for none), got {self.checkpoint!r}."
+            )
+        _check_int(self, "crop_bottom", low=0)
+        _check_int(self, "resize_multiple", low=0)
+        _check_bool(self, "clahe")
+        _check_float(self, "clahe_clip", low=0.0, low_inclusive=False)
+        _check_int(self, "clahe_tiles", low=1)
+        _check_bool(self, "augment_clahe")
+        _check_int(self, "median_blur", low=0)
+        if self.median_blur == 1 or (self.median_blur and self.median_blur % 2 == 0):
+            raise ConfigError(
+                f"median_blur must be 0 (off) or an odd size >= 3 (seed: 5), got "
+                f"{self.median_blur}."
+            )
         if self.min_labels > self.n_channels:
             raise ConfigError(
                 f"min_labels={self.min_labels} is larger than n_channels={self.n_channels}: "
@@ -309,6 +349,47 @@ def load_config(path: str | Path) -> Config:
     return config_for_method(data["method"]).from_dict(data)
 
 
+def preset_path(name: str, method: str) -> Path:
+    """Return the shipped TOML file of a preset, e.g. ``presets/seed-sp.toml``.
+
+    Parameters
+    ----------
+    name : {"paper", "seed"}
+        ``"paper"``: the publications' defaults (equal to ``SPConfig()`` / ``STConfig()``);
+        ``"seed"``: the seed project's values (Felzenszwalb superpixels for SP, SGD weight
+        decay 0.02).
+    method : {"sp", "st"}
+        Method.
+
+    Returns
+    -------
+    Path
+        A commented file holding every setting; copy it to start your own.
+    """
+    key = str(name).lower()
+    if key not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    method_key = config_for_method(method).method
+    return Path(__file__).with_name("presets") / f"{key}-{method_key}.toml"
+
+
+def load_preset(name: str, method: str) -> Config:
+    """Load a shipped preset (see `preset_path`) as a configuration object.
+
+    Parameters
+    ----------
+    name : {"paper", "seed"}
+        Preset name.
+    method : {"sp", "st"}
+        Method.
+
+    Returns
+    -------
+    SPConfig or STConfig
+    """
+    return load_config(preset_path(name, method))
+
+
 # -- helpers ------------------------------------------------------------------------------
 def _format_of(path: Path) -> str:
     suffix = path.suffix.lower()
@@ -377,6 +458,12 @@ def _check_float(
     if high is not None and (value > high or (value == high and not high_inclusive)):
         op = "<=" if high_inclusive else "<"
         raise ConfigError(f"{name} must be {op} {high}, got {value}.")
+
+
+def _check_bool(cfg: Any, name: str) -> None:
+    value = getattr(cfg, name)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}.")
 
 
 def _check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
