@@ -43,7 +43,7 @@ from common import (
     load_bsds_image,
     machine_info,
 )
-from metrics import score_annotators
+from napari_kanezaki.evaluation import score_annotators
 from published_baseline import run_published
 
 METHODS = ("sp", "st")
