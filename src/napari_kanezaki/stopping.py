@@ -1,0 +1,91 @@
+"""When a training run stops: the papers' label-count rule, the budget, and a plateau rule.
+
+The published rule stops after the iteration whose argmax (taken before that iteration's
+update) has at most ``min_labels`` distinct labels, or after ``max_iter`` iterations. In
+practice the label count often settles above ``min_labels`` and the budget is spent on
+iterations that change almost nothing. The optional plateau rule stops once the label image
+has been stable for ``plateau_iter`` consecutive iterations: the label count unchanged and
+at most a fraction ``plateau_tol`` of the pixels changing label per iteration.
+
+On a GPU, reading the label count back to the host every iteration would stall the device;
+`StopRule` therefore reads it every ``check_every`` iterations only (1 on the CPU, where the
+read is free), so a run may end up to ``check_every - 1`` updates after the rule was met.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["StopRule"]
+
+
+class StopRule:
+    """Decide after each training iteration whether the run is over.
+
+    Parameters
+    ----------
+    max_iter : int
+        Iteration budget.
+    min_labels : int
+        Stop when the label count is at most this (0 disables the rule).
+    plateau_iter : int
+        Stop after this many consecutive stable iterations (0 disables the rule).
+    plateau_tol : float
+        Largest fraction of pixels that may change label in a stable iteration.
+    check_every : int
+        Read device values (label count, changed pixels) every this many iterations.
+    """
+
+    def __init__(
+        self,
+        max_iter: int,
+        min_labels: int,
+        plateau_iter: int = 0,
+        plateau_tol: float = 0.0,
+        check_every: int = 1,
+    ) -> None:
+        self.max_iter = max_iter
+        self.min_labels = min_labels
+        self.plateau_iter = plateau_iter
+        self.plateau_tol = plateau_tol
+        self.check_every = max(1, check_every)
+        self._previous: torch.Tensor | None = None
+        self._previous_count: torch.Tensor | None = None
+        self._stable = torch.zeros((), dtype=torch.int64)
+
+    def update(self, iteration: int, n_labels: torch.Tensor, channels: torch.Tensor) -> str:
+        """Record one iteration and return why the run stops (``""`` to go on).
+
+        Parameters
+        ----------
+        iteration : int
+            1 for the first iteration.
+        n_labels : torch.Tensor
+            0-d int64 tensor: distinct labels of this iteration's argmax.
+        channels : torch.Tensor
+            This iteration's argmax labels (any shape; compared with the previous ones).
+
+        Returns
+        -------
+        str
+            ``"min_labels"``, ``"plateau"``, ``"max_iter"`` or ``""``.
+        """
+        if self.plateau_iter:
+            self._track_plateau(n_labels, channels)
+        if iteration % self.check_every == 0 or iteration == self.max_iter:
+            if int(n_labels) <= self.min_labels:
+                return "min_labels"
+            if self.plateau_iter and int(self._stable) >= self.plateau_iter:
+                return "plateau"
+        return "max_iter" if iteration >= self.max_iter else ""
+
+    def _track_plateau(self, n_labels: torch.Tensor, channels: torch.Tensor) -> None:
+        """Count consecutive stable iterations on the device, without reading it back."""
+        if self._previous is not None and self._previous_count is not None:
+            changed = torch.count_nonzero(channels != self._previous)
+            stable = (changed <= self.plateau_tol * channels.numel()) & (
+                n_labels == self._previous_count
+            )
+            self._stable = torch.where(stable, self._stable.to(stable.device) + 1, 0)
+        self._previous = channels.clone()
+        self._previous_count = n_labels

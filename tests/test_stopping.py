@@ -1,0 +1,74 @@
+"""The stop rules: label count, budget, plateau, and the GPU-friendly check cadence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from napari_kanezaki import ConfigError, Segmenter, SPConfig
+from napari_kanezaki.samples import noisy_regions
+from napari_kanezaki.stopping import StopRule
+
+
+def count(n: int) -> torch.Tensor:
+    return torch.tensor(n)
+
+
+def test_min_labels_and_budget():
+    rule = StopRule(max_iter=5, min_labels=3)
+    labels = torch.zeros(4, 4, dtype=torch.int64)
+    assert [rule.update(i, count(9), labels) for i in range(1, 5)] == [""] * 4
+    assert rule.update(5, count(9), labels) == "max_iter"
+    assert StopRule(max_iter=5, min_labels=3).update(2, count(3), labels) == "min_labels"
+
+
+def test_plateau_needs_consecutive_stable_iterations():
+    rule = StopRule(max_iter=100, min_labels=1, plateau_iter=3, plateau_tol=0.1)
+    a = torch.zeros(10, 10, dtype=torch.int64)
+    b = a.clone()
+    b[0, :5] = 1  # 5 % of the pixels change: within the tolerance
+    c = a.clone()
+    c[:5] = 2  # 50 % change: not stable
+    # iteration 1 has no predecessor; 2, 3 stable; 4 unstable; 5, 6, 7 stable -> stop at 7
+    sequence = [a, b, b, c, c, c, c]
+    reasons = [rule.update(i, count(2), x) for i, x in enumerate(sequence, start=1)]
+    assert reasons == ["", "", "", "", "", "", "plateau"]
+
+
+def test_plateau_requires_the_same_label_count():
+    rule = StopRule(max_iter=100, min_labels=1, plateau_iter=2, plateau_tol=1.0)
+    labels = torch.zeros(3, 3, dtype=torch.int64)
+    reasons = [rule.update(i, count(n), labels) for i, n in enumerate([5, 4, 5, 4, 4, 4], 1)]
+    assert reasons == ["", "", "", "", "", "plateau"]
+
+
+def test_check_every_delays_the_host_read_to_a_multiple():
+    rule = StopRule(max_iter=100, min_labels=3, check_every=10)
+    labels = torch.zeros(2, 2, dtype=torch.int64)
+    reasons = [rule.update(i, count(2), labels) for i in range(1, 11)]
+    assert reasons == [""] * 9 + ["min_labels"]
+
+
+def test_plateau_config_validation():
+    with pytest.raises(ConfigError, match="plateau_iter"):
+        SPConfig(plateau_iter=-1)
+    with pytest.raises(ConfigError, match="plateau_tol"):
+        SPConfig(plateau_tol=2.0)
+
+
+def test_plateau_stop_shortens_a_run_without_losing_quality():
+    image, truth = noisy_regions((64, 64), seed=3)
+    base = SPConfig(n_channels=32, max_iter=150, min_labels=1, n_segments=300, compactness=10)
+    full = Segmenter(base, device="cpu", seed=0)
+    states = list(full.run(image))
+    assert states[-1].stop_reason == "max_iter"
+    early = Segmenter(base.replace(plateau_iter=10), device="cpu", seed=0)
+    early_states = list(early.run(image))
+    assert early_states[-1].stop_reason == "plateau"
+    assert len(early_states) < 100
+    full_ari = adjusted_rand_score(truth.ravel(), full.predict(image).ravel())
+    early_ari = adjusted_rand_score(truth.ravel(), early.predict(image).ravel())
+    assert early_ari >= full_ari - 0.02
+    assert np.unique(early.predict(image)).size == states[-1].n_labels
