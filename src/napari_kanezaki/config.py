@@ -49,6 +49,11 @@ class _BaseConfig:
     max_iter: int = 1000
     #: Stop once the number of distinct labels is at most this value.
     min_labels: int = 3
+    #: Optional early stop (0 = off, the papers): stop once the labels have been stable for
+    #: this many consecutive iterations (same label count, few pixels changing label).
+    plateau_iter: int = 0
+    #: Plateau stop: largest fraction of pixels that may change label in a stable iteration.
+    plateau_tol: float = 0.01
     #: Learning rate.
     lr: float = 0.1
     #: Momentum of SGD (ignored by Adam and ASGD).
@@ -95,6 +100,8 @@ class _BaseConfig:
         _check_int(self, "n_conv", low=1)
         _check_int(self, "max_iter", low=1)
         _check_int(self, "min_labels", low=1)
+        _check_int(self, "plateau_iter", low=0)
+        _check_float(self, "plateau_tol", low=0.0, high=1.0)
         _check_float(self, "lr", low=0.0, low_inclusive=False)
         _check_float(self, "momentum", low=0.0, high=1.0, high_inclusive=False)
         _check_choice(self, "optimizer", OPTIMIZERS)
