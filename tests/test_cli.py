@@ -1,0 +1,195 @@
+"""The napari-kanezaki command line, end to end on small generated images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import fields
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_kanezaki import Segmenter, SPConfig, STConfig, load_config
+from napari_kanezaki.cli import FIELD_HELP, build_parser, main
+from napari_kanezaki.samples import noisy_regions
+
+TINY = ["--n-channels", "16", "--max-iter", "5", "--device", "cpu", "--precision", "fp32",
+        "-q"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Two small RGB images (PNG and TIFF) with ground truth."""
+    images, gts = tmp_path / "images", tmp_path / "gt"
+    images.mkdir()
+    gts.mkdir()
+    for i, name in enumerate(["a", "b"]):
+        image, truth = noisy_regions((36, 40), noise=0.05, seed=i)
+        if name == "a":
+            iio.imwrite(images / "a.png", image)
+        else:
+            tifffile.imwrite(images / "b.tif", image)
+        tifffile.imwrite(gts / f"{name}.tif", truth)
+    return tmp_path
+
+
+def test_every_config_field_has_cli_help_and_every_subcommand_has_help(capsys):
+    names = {f.name for cls in (SPConfig, STConfig) for f in fields(cls)}
+    assert names <= set(FIELD_HELP)
+    for command in ["segment", "train", "predict", "evaluate", "tune", "demo"]:
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+        text = capsys.readouterr().out
+        assert "default" in text
+    assert build_parser().prog == "napari-kanezaki"
+
+
+def test_importing_the_cli_imports_no_heavy_library():
+    code = ("import sys, napari_kanezaki, napari_kanezaki.cli, napari_kanezaki.batch, "
+            "napari_kanezaki.tuning, napari_kanezaki.evaluation; "
+            "heavy = {'torch', 'dask', 'optuna', 'distributed'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_segment_one_image_writes_everything_and_refuses_to_overwrite(folder, capsys):
+    out = folder / "out"
+    image = folder / "images" / "a.png"
+    assert main(["segment", str(image), "--method", "sp", "--n-segments", "50",
+                 "-o", str(out), *TINY]) == 0
+    labels = tifffile.imread(out / "a_labels.tif")
+    assert labels.shape == (36, 40) and labels.dtype == np.int32 and labels.min() >= 1
+    assert iio.imread(out / "a_overlay.png").shape == (36, 40, 3)
+    config = load_config(out / "config.toml")
+    assert config == SPConfig(n_channels=16, max_iter=5, n_segments=50)
+    assert json.loads((out / "run.json").read_text())["seed"] == 0
+    model = Segmenter.load(out / "a_model.pt", device="cpu", precision="fp32")
+    np.testing.assert_array_equal(model.predict(iio.imread(image)), labels)
+    # rerun: resumes (skips), nothing rewritten
+    before = (out / "a_labels.tif").stat().st_mtime_ns
+    assert main(["segment", str(image), "--method", "sp", "--n-segments", "50",
+                 "-o", str(out), *TINY]) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    assert (out / "a_labels.tif").stat().st_mtime_ns == before
+    # another configuration into the same folder is refused
+    assert main(["segment", str(image), "--method", "sp", "-o", str(out), *TINY]) == 2
+    assert "different configuration" in capsys.readouterr().err
+
+
+def test_segment_folder_with_scribbles_and_preprocessing(folder):
+    scribbles = folder / "scribbles"
+    scribbles.mkdir()
+    marks = np.zeros((36, 40), np.uint8)
+    marks[2:6, 2:6] = 4
+    marks[20:26, 25:32] = 5
+    iio.imwrite(scribbles / "b_scribble.png", marks)
+    out = folder / "out"
+    code = main(["segment", str(folder / "images"), "--method", "st", "--scribbles",
+                 str(scribbles), "--crop-bottom", "4", "--resize-multiple", "32", "--clahe",
+                 "--median-blur", "3", "-o", str(out), "--workers", "1", *TINY])
+    assert code == 0
+    a, b = tifffile.imread(out / "a_labels.tif"), tifffile.imread(out / "b_labels.tif")
+    assert a.shape == b.shape == (36, 40)
+    assert (b[-4:] == 0).all() and (b[:-4] > 0).all()  # cropped bar: label 0
+    assert {4, 5} <= set(np.unique(b))  # scribbled ids intact
+    cfg = load_config(out / "config.toml")
+    assert (cfg.crop_bottom, cfg.resize_multiple, cfg.clahe, cfg.median_blur) == (4, 32, True, 3)
+
+
+def test_train_then_predict_with_the_same_labels(folder):
+    model = folder / "model.pt"
+    images = folder / "images"
+    assert main(["train", "--method", "st", str(images), "-o", str(model), "--ref-size", "32",
+                 "--max-update", "3", *TINY]) == 0
+    assert load_config(folder / "model.toml") == STConfig(
+        n_channels=16, max_iter=5, ref_size=32, max_update=3)
+    out = folder / "pred"
+    assert main(["predict", str(model), str(images / "*.png"), "-o", str(out), "--device",
+                 "cpu", "--precision", "fp32", "-q"]) == 0
+    labels = tifffile.imread(out / "a_labels.tif")
+    expected = Segmenter.load(model, device="cpu", precision="fp32").predict(
+        iio.imread(images / "a.png"))
+    np.testing.assert_array_equal(labels, expected)
+    assert load_config(out / "config.toml").ref_size == 32
+    # an existing model is not overwritten
+    assert main(["train", "--method", "st", str(images), "-o", str(model), *TINY]) == 2
+
+
+def test_evaluate_prints_and_writes_known_scores(folder, capsys):
+    preds = folder / "preds"
+    preds.mkdir()
+    truth = tifffile.imread(folder / "gt" / "a.tif")
+    tifffile.imwrite(preds / "a_labels.tif", truth + 10)  # perfect, other ids
+    shifted = truth.copy()
+    shifted[:] = 1  # one segment: IoU of each gt segment = its area fraction
+    tifffile.imwrite(preds / "b_labels.tif", shifted)
+    gt_b = tifffile.imread(folder / "gt" / "b.tif")
+    expected_b = np.mean([np.mean(gt_b == k) for k in np.unique(gt_b)])
+    csv, js = folder / "scores.csv", folder / "scores.json"
+    assert main(["evaluate", str(preds), "--gt", str(folder / "gt"), "--csv", str(csv),
+                 "--json", str(js)]) == 0
+    table = capsys.readouterr().out
+    assert "mean" in table and "1.0000" in table
+    data = json.loads(js.read_text())
+    assert data["images"][0]["miou"] == 1.0 and data["images"][0]["ari"] == 1.0
+    assert data["images"][1]["miou"] == pytest.approx(expected_b)
+    assert data["images"][1]["ari"] == pytest.approx(0.0)
+    assert data["mean"]["miou"] == pytest.approx((1 + expected_b) / 2)
+    assert csv.read_text().splitlines()[0] == "image,miou,ari,n_annotations"
+    assert main(["evaluate", str(preds), "--gt", str(folder / "gt"), "--csv", str(csv)]) == 2
+
+
+def test_clear_errors_for_bad_inputs(folder, capsys):
+    out = folder / "out"
+    assert main(["segment", str(folder / "nothing.png"), "-o", str(out), *TINY]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["segment", str(folder / "images"), "--lr", "-1", "-o", str(out), *TINY]) == 2
+    assert "lr must be > 0" in capsys.readouterr().err
+    assert main(["segment", str(folder / "images"), "--set", "speed=3", "-o", str(out),
+                 *TINY]) == 2
+    assert "unknown ST setting(s) speed" in capsys.readouterr().err
+    assert main(["segment", str(folder / "images"), "--method", "st", "--n-segments", "5",
+                 "-o", str(out), *TINY]) == 2
+    assert "n_segments" in capsys.readouterr().err
+
+
+def test_config_file_and_seed_preset(folder):
+    cfg_path = SPConfig(n_channels=16, max_iter=5, n_segments=40).to_file(folder / "my.toml")
+    out = folder / "out"
+    assert main(["segment", str(folder / "images" / "a.png"), "--config", str(cfg_path),
+                 "--no-model", "-o", str(out), *TINY[4:]]) == 0
+    assert load_config(out / "config.toml") == load_config(cfg_path)
+    assert not (out / "a_model.pt").exists()
+    out2 = folder / "out2"
+    assert main(["segment", str(folder / "images" / "a.png"), "--method", "sp", "--preset",
+                 "seed", "-o", str(out2), *TINY]) == 0
+    seed = load_config(out2 / "config.toml")
+    assert (seed.superpixel, seed.weight_decay) == ("felzenszwalb", 0.02)
+
+
+def test_demo_writes_the_readme_files(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "-o", str(out), "--max-iter", "3", "--size", "48", "--device", "cpu",
+            "-q"]
+    assert main(args) == 0
+    for name in ("labels.tif", "overlay.png", "config.toml", "model.pt"):
+        assert (out / name).is_file()
+    assert load_config(out / "config.toml") == SPConfig(max_iter=3)
+    assert main(args) == 2  # no silent overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_example_script_calls_the_cli_demo(tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "segment_sample.py"
+    text = script.read_text()
+    assert "main([\"demo\"" in text
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                            text=True, check=True)
+    assert "--max-iter" in result.stdout
