@@ -1,0 +1,95 @@
+"""Folder runs on Dask: same labels as sequential, failures reported and skipped, resume."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_kanezaki import STConfig
+from napari_kanezaki.batch import Job, plan_workers, run_jobs
+from napari_kanezaki.cli import main
+from napari_kanezaki.samples import noisy_regions
+
+CONFIG = STConfig(n_channels=16, max_iter=5).to_dict()
+
+
+def make_jobs(tmp_path, outdir, names=("a", "b", "c")):
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    jobs = []
+    for i, name in enumerate(names):
+        path = images / f"{name}.png"
+        if not path.exists():
+            iio.imwrite(path, noisy_regions((32, 32), noise=0.05, seed=i)[0])
+        jobs.append(Job(name=name, image=path, outdir=outdir, config=CONFIG, seed=3,
+                        device="cpu", precision="fp32", save_model=False, torch_threads=1))
+    return jobs
+
+
+def labels_of(outdir, names):
+    return {n: tifffile.imread(outdir / f"{n}_labels.tif") for n in names}
+
+
+def test_distributed_client_gives_the_sequential_labels(tmp_path):
+    from distributed import Client, LocalCluster
+
+    seq = run_jobs(make_jobs(tmp_path, tmp_path / "seq"), scheduler="sync", threads=1,
+                   progress=False)
+    assert [r.status for r in seq] == ["done"] * 3
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        dist = run_jobs(make_jobs(tmp_path, tmp_path / "dist"), scheduler=client,
+                        progress=False)
+    assert [r.status for r in dist] == ["done"] * 3
+    a, b = labels_of(tmp_path / "seq", "abc"), labels_of(tmp_path / "dist", "abc")
+    for name in "abc":
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_threaded_in_process_run_matches_sequential(tmp_path):
+    seq = run_jobs(make_jobs(tmp_path, tmp_path / "seq"), scheduler="sync", progress=False)
+    par = run_jobs(make_jobs(tmp_path, tmp_path / "par"), workers=2, threads=1,
+                   progress=False)
+    assert [r.status for r in seq] == [r.status for r in par] == ["done"] * 3
+    a, b = labels_of(tmp_path / "seq", "abc"), labels_of(tmp_path / "par", "abc")
+    for name in "abc":
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_corrupt_image_is_reported_and_the_others_finish(tmp_path, capsys):
+    images = tmp_path / "images"
+    make_jobs(tmp_path, tmp_path / "unused", names=("a", "c"))
+    (images / "b.png").write_bytes(b"not a png at all")
+    out = tmp_path / "out"
+    args = ["segment", str(images), "-o", str(out), "--n-channels", "16", "--max-iter", "5",
+            "--device", "cpu", "--precision", "fp32", "--workers", "2", "--threads", "1", "-q"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "2 segmented, 0 skipped (outputs exist), 1 failed" in captured.out
+    assert "FAILED b: ValueError: cannot read" in captured.err
+    assert (out / "a_labels.tif").exists() and (out / "c_labels.tif").exists()
+    assert not (out / "b_labels.tif").exists()
+    assert not list(out.glob(".*partial*"))  # no temporary leftovers
+    # fix the image and rerun: the finished images are skipped (resume)
+    iio.imwrite(images / "b.png", noisy_regions((32, 32), seed=5)[0])
+    before = (out / "a_labels.tif").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "1 segmented, 2 skipped" in capsys.readouterr().out
+    assert (out / "a_labels.tif").stat().st_mtime_ns == before
+
+
+def test_duplicate_names_are_refused(tmp_path):
+    jobs = make_jobs(tmp_path, tmp_path / "out", names=("a",))
+    with pytest.raises(ValueError, match="same name a"):
+        run_jobs(jobs * 2, progress=False)
+
+
+def test_plan_workers_never_oversubscribes():
+    for cores in (1, 2, 3, 8, 16):
+        for n_jobs in (1, 5, 100):
+            workers, threads = plan_workers(n_jobs, device="cpu", cores=cores)
+            assert workers * threads <= cores and workers <= n_jobs
+    assert plan_workers(10, device="cuda", cores=16)[0] == 1
+    assert plan_workers(10, workers=4, device="cpu", cores=16) == (4, 4)
