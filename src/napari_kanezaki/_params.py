@@ -17,6 +17,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FloatSpinBox,
+    LineEdit,
     PushButton,
     SpinBox,
     Widget,
@@ -54,12 +55,28 @@ _FIELD_WIDGETS: dict[str, tuple[type[Widget], dict[str, Any]]] = {
     "batch_size": (SpinBox, {"min": 1, "max": 1024, "tooltip": "Reference mode: images per batch"}),
     "n_epochs": (SpinBox, {"min": 1, "max": 1000, "tooltip": "Reference mode: epochs"}),
     "max_update": (SpinBox, {"min": 1, "max": 100_000, "tooltip": "Reference mode: updates per batch"}),
+    "plateau_iter": (SpinBox, {"min": 0, "max": 100_000, "tooltip": "Stop after this many stable iterations (0 = off)"}),
+    "plateau_tol": (FloatSpinBox, {"min": 0.0, "max": 1.0, "step": 0.001, "tooltip": "Plateau: fraction of pixels that may change"}),
+    "checkpoint": (LineEdit, {"tooltip": "Warm start: model file to start training from (empty = fresh weights)"}),
+    "crop_bottom": (SpinBox, {"min": 0, "max": 100_000, "tooltip": "Cut N rows off the bottom (SEM bar: 65); they get label 0"}),
+    "resize_multiple": (SpinBox, {"min": 0, "max": 4096, "tooltip": "Resize to a multiple of N (seed: 32; 0 = off); labels resized back"}),
+    "clahe": (CheckBox, {"text": "CLAHE on lightness (L of Lab)"}),
+    "clahe_clip": (FloatSpinBox, {"min": 0.01, "max": 100.0, "step": 0.5, "tooltip": "CLAHE clip limit, OpenCV units (seed: 2)"}),
+    "clahe_tiles": (SpinBox, {"min": 1, "max": 64, "tooltip": "CLAHE tiles per axis (seed: 8)"}),
+    "augment_clahe": (CheckBox, {"text": "random CLAHE every iteration (augmentation)"}),
+    "median_blur": (SpinBox, {"min": 0, "max": 99, "tooltip": "Median filter size, odd (seed: 5; 0 = off)"}),
 }
 _MAIN = ("n_channels", "n_conv", "max_iter", "min_labels", "lr")
 _ST = ("w_sim", "w_con", "w_scr")
 _SLIC = ("n_segments", "compactness")
 _FELZENSZWALB = ("scale", "sigma", "min_size")
-_ADVANCED = ("momentum", "optimizer", "weight_decay", "ref_size", "batch_size", "n_epochs", "max_update")
+_ADVANCED = (
+    "momentum", "optimizer", "weight_decay", "ref_size", "batch_size", "n_epochs", "max_update",
+    "plateau_iter", "plateau_tol", "checkpoint",
+    # preprocessing (see preprocessing.py)
+    "crop_bottom", "resize_multiple", "clahe", "clahe_clip", "clahe_tiles", "augment_clahe",
+    "median_blur",
+)
 
 
 def _device_choices(_widget: ComboBox) -> list[str]:
