@@ -64,16 +64,27 @@ class _SelfTrainingLoss(torch.autograd.Function):
         r = response.movedim(1, -1)
         if not r.is_contiguous():
             r = r.contiguous()
+        n_channels = r.shape[-1]
         grad = torch.softmax(r, dim=-1)
-        picked = grad.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        # d CE / d r = w * (softmax - onehot(target)): write softmax - 1 at the target
+        # through a flat index (much faster than scatter along the channel axis).
+        flat = grad.view(-1)
+        index = torch.arange(target.numel(), device=r.device) * n_channels + target.reshape(-1)
+        picked = flat[index]
+        flat.index_put_((index,), picked - 1)
         nll = -torch.log(picked.float().clamp_min(1e-30))
-        ce = (nll * weights).sum() if torch.is_tensor(weights) else nll.sum() * weights
-        # d CE / d r = w * (softmax - onehot(target))
-        grad.scatter_add_(-1, target.unsqueeze(-1), torch.full_like(picked, -1).unsqueeze(-1))
         if torch.is_tensor(weights):
+            ce = (nll * weights.reshape(-1)).sum()
             grad.mul_(weights.unsqueeze(-1).to(grad.dtype))
-        else:
-            grad.mul_(weights)
+            factor = 1.0
+        elif weights:
+            # A uniform weight is applied once, in backward, together with grad_output.
+            ce = nll.sum() * weights
+            factor = float(weights)
+        else:  # no cross-entropy term at all
+            ce = torch.zeros((), dtype=torch.float32, device=r.device)
+            grad.zero_()
+            factor = 1.0
         con = torch.zeros((), dtype=torch.float32, device=r.device)
         if w_con:
             for axis, axis_weight in enumerate(axis_weights, start=1):
@@ -84,16 +95,18 @@ class _SelfTrainingLoss(torch.autograd.Function):
                 scale = w_con * axis_weight / diff.numel()
                 con = con + torch.linalg.vector_norm(diff, ord=1).float() * scale
                 sign = diff.sign_()
-                grad.narrow(axis, 1, n - 1).add_(sign, alpha=scale)
-                grad.narrow(axis, 0, n - 1).sub_(sign, alpha=scale)
+                grad.narrow(axis, 1, n - 1).add_(sign, alpha=scale / factor)
+                grad.narrow(axis, 0, n - 1).sub_(sign, alpha=scale / factor)
         ctx.save_for_backward(grad)
+        ctx.factor = factor
         return ce + con
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
         # movedim back gives the response's layout: channels-last in, channels-last out.
-        return grad.movedim(-1, 1) * grad_output.to(grad.dtype), None, None, None, None
+        scale = (grad_output * ctx.factor).to(grad.dtype)
+        return grad.movedim(-1, 1) * scale, None, None, None, None
 
 
 def self_training_loss(

@@ -334,7 +334,7 @@ class Segmenter:
         self._check_channels(array.shape[0], spatial_dims=array.ndim - 1)
         x = self._to_device(array[np.newaxis])
         with self._autocast():
-            channels = self.model(x).argmax(dim=1)
+            channels = argmax_channels(self.model(x))
         labels = number_segments(channels[0].cpu().numpy(), self.config.n_channels, self.keep_ids)
         return geometry.restore(labels)
 
@@ -459,7 +459,8 @@ class Segmenter:
         return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
 
     def _memory_format(self, ndim: int = 4) -> torch.memory_format:
-        return torch.channels_last_3d if ndim == 5 else torch.channels_last
+        # 3-D: channels_last_3d BatchNorm/elementwise kernels are ~10x slower on CPU.
+        return torch.contiguous_format if ndim == 5 else torch.channels_last
 
     def _to_device(self, batch: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
@@ -553,7 +554,7 @@ class Segmenter:
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 response = model(x)
-            channels = response.detach().argmax(dim=1)
+            channels = argmax_channels(response.detach())
             if superpixels is not None:
                 sp_map, n_sp = superpixels
                 target = refine_by_superpixels(channels, sp_map, n_sp, n_channels)
@@ -599,6 +600,25 @@ class Segmenter:
             _n_channels=self.config.n_channels,
             _keep_ids=self.keep_ids,
         )
+
+
+def argmax_channels(response: torch.Tensor) -> torch.Tensor:
+    """Label of every pixel: the index of the largest channel, the first one on ties.
+
+    Equal to ``response.argmax(dim=1)``, but reduces over the contiguous channel axis of a
+    channels-last tensor with `torch.max`, which is about 2.5x faster than `argmax` there.
+
+    Parameters
+    ----------
+    response : torch.Tensor
+        ``(N, C, *spatial)``.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 ``(N, *spatial)``.
+    """
+    return response.movedim(1, -1).max(dim=-1).indices
 
 
 def _superpixel_view(array: np.ndarray, algorithm: str) -> np.ndarray:
