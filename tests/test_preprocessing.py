@@ -194,3 +194,17 @@ def test_warm_start_from_checkpoint(tmp_path, rgb_image):
     with pytest.raises(FileNotFoundError, match="checkpoint .* does not exist"):
         list(Segmenter(cfg.replace(checkpoint=str(tmp_path / "no.pt")), device="cpu").run(
             rgb_image))
+
+
+def test_parameter_panel_round_trips_the_preprocessing_fields(qtbot):
+    pytest.importorskip("magicgui")
+    from napari_kanezaki._params import ParameterPanel
+
+    panel = ParameterPanel("sp")
+    assert panel.config() == SPConfig()
+    cfg = SPConfig(crop_bottom=65, resize_multiple=32, clahe=True, clahe_clip=3.0,
+                   clahe_tiles=4, augment_clahe=True, median_blur=5, checkpoint="m.pt")
+    panel.set_config(cfg)
+    assert panel.config() == cfg
+    for name in ("crop_bottom", "clahe", "augment_clahe", "median_blur", "checkpoint"):
+        assert panel.fields[name] in list(panel.advanced)
