@@ -19,7 +19,7 @@ from .losses import pixel_weights, self_training_loss
 from .network import KanezakiNet
 from .stopping import StopRule
 from .preprocessing import make_augmenter, prepare_network_input
-from .superpixels import compute_superpixels, refine_by_superpixels
+from .superpixels import compute_superpixels, histogram, refine_by_superpixels
 
 __all__ = ["Segmenter", "TrainingState"]
 
@@ -563,7 +563,7 @@ class Segmenter:
             loss = self_training_loss(response, target, weights, w_con, axis_weights)
             loss.backward()
             optimizer.step()
-            counts = torch.bincount(channels.reshape(-1), minlength=n_channels)
+            counts = histogram(channels, n_channels)
             return loss.detach(), channels, counts.count_nonzero()
 
         return step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["compute_superpixels", "refine_by_superpixels"]
+__all__ = ["compute_superpixels", "histogram", "refine_by_superpixels"]
 
 
 def compute_superpixels(
@@ -108,7 +108,31 @@ def refine_by_superpixels(
         The refined labels, same shape and device as `target`.
     """
     pairs = superpixels.reshape(-1) * n_labels + target.reshape(-1)
-    histogram = torch.bincount(pairs, minlength=n_superpixels * n_labels)
+    counts = histogram(pairs, n_superpixels * n_labels)
     # argmax returns the first maximum, i.e. the smallest label among ties.
-    majority = histogram.view(n_superpixels, n_labels).argmax(dim=1)
+    majority = counts.view(n_superpixels, n_labels).argmax(dim=1)
     return majority[superpixels]
+
+
+def histogram(values: torch.Tensor, size: int) -> torch.Tensor:
+    """Count the occurrences of each of ``0..size-1`` in `values`.
+
+    Equal to ``torch.bincount(values, minlength=size)`` for values below `size`, but
+    without bincount's host synchronisation on CUDA (it reads the maximum back to size
+    its output), and faster on the CPU.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        int64 values in ``[0, size)``, any shape.
+    size : int
+        Number of bins.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 counts ``(size,)`` on the device of `values`.
+    """
+    flat = values.reshape(-1)
+    counts = torch.zeros(size, dtype=torch.int64, device=values.device)
+    return counts.scatter_add_(0, flat, torch.ones_like(flat))
