@@ -37,6 +37,7 @@ from napari_kanezaki import Segmenter, SPConfig, STConfig
 from napari_kanezaki.devices import resolve_device
 
 from common import benchmark_image, format_machine_info, machine_info, synchronize
+from floor import estimate_floor
 from published_baseline import run_published
 
 METHODS = ("sp", "st")
@@ -82,6 +83,35 @@ def time_project(
         seconds.append(now - start)
         start = now
     return seconds
+
+
+def time_to_result(
+    image: np.ndarray, method: str, device: torch.device, seed: int, plateau_iter: int
+) -> dict[str, Any]:
+    """Wall-clock time of a complete default run (set-up, training, prediction).
+
+    The paper presets with ``max_iter=1000``, ``min_labels=3`` and the optional plateau
+    stop after `plateau_iter` stable iterations.
+
+    Returns
+    -------
+    dict
+        ``seconds``, ``iterations`` and ``stop_reason`` of the run, and ``labels``.
+    """
+    config_class = SPConfig if method == "sp" else STConfig
+    segmenter = Segmenter(config_class(plateau_iter=plateau_iter), device=device, seed=seed)
+    synchronize(device)
+    start = time.perf_counter()
+    for state in segmenter.run(image):
+        pass
+    labels = segmenter.predict(image)
+    synchronize(device)
+    return {
+        "seconds": time.perf_counter() - start,
+        "iterations": state.iteration,
+        "stop_reason": state.stop_reason,
+        "labels": labels,
+    }
 
 
 def median_ms(seconds: Sequence[float], warmup: int) -> float:
@@ -156,6 +186,54 @@ def benchmark(
     return results
 
 
+def add_floor_and_time_to_result(
+    results: list[dict[str, Any]],
+    image: np.ndarray,
+    device: torch.device,
+    seed: int,
+    plateau_iter: int,
+) -> None:
+    """Add the machine's floor and (when `plateau_iter` > 0) a timed complete run to rows."""
+    from napari_kanezaki.devices import resolve_precision
+
+    dtype = resolve_precision("auto", device) or torch.float32
+    shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
+    for row in results:
+        floor = estimate_floor(shape, 100, 2, row["method"], device, dtype)
+        row["floor"] = floor
+        row["floor_ms"] = floor["floor_ms"]
+        row["baseline_1000_s"] = row["baseline_ms"]  # 1000 iterations, in seconds
+        row["default_1000_s"] = row["default_ms"]
+        if plateau_iter:
+            run = time_to_result(image, row["method"], device, seed, plateau_iter)
+            row["plateau"] = {k: v for k, v in run.items() if k != "labels"}
+
+
+def format_floor(results: Sequence[dict[str, Any]]) -> str:
+    """Render the floor estimates and time-to-result as text."""
+    lines = []
+    for row in results:
+        f = row["floor"]
+        lines.append(
+            f"{row['method'].upper()}: floor {f['floor_ms']:.0f} ms/it ({f['gflop']:.1f} GFLOP "
+            f"at {f['matmul_tflops']:.2f} TFLOP/s {f['dtype']} matmul = {f['compute_ms']:.0f} ms"
+            f" + {f['gbyte']:.2f} GB at {f['bandwidth_gbs']:.1f} GB/s = {f['memory_ms']:.0f} "
+            f"ms); default is {row['default_ms'] / f['floor_ms']:.2f}x the floor"
+        )
+        line = (
+            f"    time to result, 1000 iterations (the papers' budget): baseline "
+            f"{row['baseline_1000_s']:.0f} s, default {row['default_1000_s']:.0f} s"
+        )
+        if "plateau" in row:
+            p = row["plateau"]
+            line += (
+                f"; default with plateau stop: {p['seconds']:.0f} s "
+                f"({p['iterations']} iterations, stop: {p['stop_reason']})"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """Render `benchmark` results as a text table (speed-up = baseline ms / variant ms)."""
     fp32 = any("fp32_ms" in row for row in results)
@@ -211,6 +289,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also time the project path in float32 (precision='fp32'), for reference",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")
+    parser.add_argument(
+        "--plateau-iter",
+        type=int,
+        default=20,
+        help="also time a complete default run with the plateau stop after this many stable "
+        "iterations (budget 1000; 0 skips it; default: 20)",
+    )
     parser.add_argument("--image", help="time on this image file instead of the default")
     parser.add_argument(
         "--json", metavar="OUT", type=Path, help="also write machine info and results here"
@@ -232,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.iters} iterations per run, median of the last {args.iters - args.warmup}\n")
     results = benchmark(image, args.methods, args.iters, args.warmup, device, args.seed, args.fp32)
     print(format_table(results))
+    add_floor_and_time_to_result(results, image, device, args.seed, args.plateau_iter)
+    print()
+    print(format_floor(results))
     if args.json is not None:
         payload = {
             "machine": info,
