@@ -17,6 +17,11 @@ _EXPORTS = {
     "ConfigError": "config",
     "load_config": "config",
     "ImageError": "images",
+    "ImageSource": "images",
+    "NormalizedImage": "images",
+    "segment_iter": "stacks",
+    "SegmentationResult": "stacks",
+    "STACK_MODES": "stacks",
     "Segmenter": "segmenter",
     "TrainingState": "segmenter",
     "segment": "api",
@@ -29,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import segment
     from .config import ConfigError, SPConfig, STConfig, load_config
     from .devices import available_devices
-    from .images import ImageError
+    from .images import ImageError, ImageSource, NormalizedImage
+    from .stacks import STACK_MODES, SegmentationResult, segment_iter
     from .segmenter import Segmenter, TrainingState
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,15 +20,26 @@ def segment(
     method: str = "st",
     scribbles: np.ndarray | None = None,
     config: Config | None = None,
+    *,
+    stack_mode: str | None = None,
+    spacing: Sequence[float] | None = None,
+    rgb: bool | None = None,
+    memory_budget: int | None = None,
+    tile_shape: Sequence[int] | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
     **options: Any,
-) -> np.ndarray:
+) -> Any:
     """Segment an image without labels: train a fresh network on it and return its labels.
 
     Parameters
     ----------
     image : array_like
-        2-D grey ``(H, W)``, RGB ``(H, W, 3)``, or multichannel with ``channel_axis``.
-        uint8 is scaled by 1/255 as in the papers; other dtypes by robust percentiles.
+        2-D grey ``(H, W)``, RGB ``(H, W, 3)``, or multichannel with ``channel_axis``;
+        stacks and volumes (``(Z, Y, X)``, ``(T, Z, Y, X)``, ...) with `stack_mode`. NumPy,
+        dask or zarr arrays; large ones are read region by region. uint8 is scaled by
+        1/255 as in the papers; other dtypes (uint16, float) by robust per-channel
+        percentiles.
     method : {"st", "sp"}
         ``"st"``: similarity + continuity loss (TIP 2020), the only one that takes
         scribbles; ``"sp"``: superpixel refinement (ICASSP 2018).
@@ -34,6 +47,24 @@ def segment(
         Label image, 0 = not scribbled, k = class k; scribbled classes keep their ids.
     config : SPConfig or STConfig, optional
         Base settings (default: the paper's). Must match `method`.
+    stack_mode : {"independent", "shared", "3d"}, optional
+        For images with more than two spatial axes: a model per plane, one model shared
+        by all planes (same material, same id in every plane), or a 3-D network. See
+        `napari_kanezaki.stacks`.
+    spacing : sequence of float, optional
+        Pixel/voxel size per spatial axis (anisotropic volumes: weights the 3-D continuity
+        term per axis and is SLIC's spacing).
+    rgb : bool, optional
+        Whether the last axis is RGB(A) (default: guessed from a length of 3 or 4).
+    memory_budget : int, optional
+        Bytes the network may use (default 2 GiB); larger inputs are trained on random
+        crops and predicted tile by tile with overlap and exact stitching.
+    tile_shape : sequence of int, optional
+        Force tiled prediction with tiles of this size (one entry per network axis).
+    out : str or Path, optional
+        Write the labels to a new zarr store here and return the zarr array.
+    overwrite : bool
+        Allow replacing an existing `out`.
     **options
         Any configuration field by name (e.g. ``max_iter=200``, ``n_segments=4000``),
         plus ``seed`` (default 0), ``device`` (default ``"auto"``), ``precision``
@@ -41,8 +72,9 @@ def segment(
 
     Returns
     -------
-    numpy.ndarray
-        int32 labels 1..K of the image's spatial shape, largest segment first.
+    numpy.ndarray or zarr.Array
+        int32 labels 1..K of the image's spatial shape, largest segment first (numbered
+        per plane with ``stack_mode="independent"``); a zarr array when `out` is given.
 
     Examples
     --------
@@ -61,13 +93,62 @@ def segment(
     runtime = {k: options.pop(k) for k in _RUNTIME_OPTIONS if k in options}
     if options:
         config = config.replace(**options)
+    channel_axis = runtime.get("channel_axis")
+    if _needs_engine(image, config, channel_axis, stack_mode, rgb, memory_budget, tile_shape, out):
+        from .stacks import run_to_end, segment_iter
+
+        result = run_to_end(
+            segment_iter(
+                image,
+                config,
+                stack_mode=stack_mode,
+                scribbles=scribbles,
+                channel_axis=channel_axis,
+                rgb=rgb,
+                spacing=spacing,
+                seed=runtime.get("seed", 0),
+                device=runtime.get("device", "auto"),
+                precision=runtime.get("precision", "auto"),
+                memory_budget=memory_budget,
+                tile_shape=tile_shape,
+                out=out,
+                overwrite=overwrite,
+            )
+        )
+        return result.labels
     segmenter = Segmenter(
         config,
         device=runtime.get("device", "auto"),
         seed=runtime.get("seed", 0),
         precision=runtime.get("precision", "auto"),
+        spacing=spacing,
     )
-    channel_axis = runtime.get("channel_axis")
     for _ in segmenter.run(image, scribbles, channel_axis=channel_axis):
         pass
     return segmenter.predict(image, channel_axis=channel_axis)
+
+
+def _needs_engine(
+    image: Any,
+    config: Config,
+    channel_axis: int | None,
+    stack_mode: str | None,
+    rgb: bool | None,
+    memory_budget: int | None,
+    tile_shape: Sequence[int] | None,
+    out: str | Path | None,
+) -> bool:
+    """False for a plain in-memory 2-D image that fits the budget: the published path."""
+    if stack_mode is not None or tile_shape is not None or out is not None or rgb is not None:
+        return True
+    if not isinstance(image, np.ndarray):
+        return True  # dask, zarr, lists...: read by ImageSource
+    from .images import ImageSource
+    from .tiling import DEFAULT_MEMORY_BUDGET, fits_budget
+
+    source = ImageSource(image, channel_axis=channel_axis)
+    if source.spatial_ndim != 2:
+        return True  # the engine explains which stack_mode to choose
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    return not fits_budget(source.spatial_shape, config.n_channels, budget)
+

@@ -17,6 +17,7 @@ __all__ = [
     "prepare_scribbles",
     "number_segments",
     "scribbles_from_published",
+    "segment_numbering",
     "NormalizedImage",
     "ImageSource",
 ]
@@ -225,6 +226,30 @@ def number_segments(
         channel id, so the numbering is deterministic.
     """
     counts = np.bincount(channel_map.ravel(), minlength=n_channels)
+    return segment_numbering(counts, n_channels, keep_ids)[channel_map]
+
+
+def segment_numbering(
+    counts: np.ndarray, n_channels: int, keep_ids: np.ndarray | tuple[int, ...] = ()
+) -> np.ndarray:
+    """The lookup table of `number_segments`, from per-channel pixel counts.
+
+    Lets labels computed piece by piece (tiles, planes) be numbered as a whole.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Pixels of every channel, length `n_channels`.
+    n_channels : int
+    keep_ids : sequence of int
+        Channel ids that keep their own number.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 lookup, ``labels = lookup[channel_map]``.
+    """
+    counts = np.asarray(counts)
     keep = np.zeros(n_channels, dtype=bool)
     keep[np.asarray(keep_ids, dtype=np.int64)] = True
     lookup = np.zeros(n_channels, dtype=np.int32)
@@ -233,7 +258,7 @@ def number_segments(
     order = others[np.argsort(-counts[others], kind="stable")]
     start = int(np.flatnonzero(keep).max()) + 1 if keep.any() else 1
     lookup[order] = np.arange(start, start + order.size, dtype=np.int32)
-    return lookup[channel_map]
+    return lookup
 
 
 def scribbles_from_published(scribbles: np.ndarray) -> np.ndarray:
@@ -388,7 +413,23 @@ class ImageSource:
         if not 0 <= low_p < high_p <= 100:
             raise ImageError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
         self.percentiles = (float(low_p), float(high_p))
-        self.low, self.high = self._ranges(int(max_stat_elements))
+        self._max_stat_elements = int(max_stat_elements)
+        self._ranges_cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def low(self) -> np.ndarray:
+        """Per-channel value mapped to 0 (computed on first use)."""
+        return self._channel_ranges()[0]
+
+    @property
+    def high(self) -> np.ndarray:
+        """Per-channel value mapped to 1 (computed on first use)."""
+        return self._channel_ranges()[1]
+
+    def _channel_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._ranges_cache is None:
+            self._ranges_cache = self._ranges(self._max_stat_elements)
+        return self._ranges_cache
 
     @property
     def spatial_ndim(self) -> int:
@@ -414,6 +455,7 @@ class ImageSource:
         numpy.ndarray
             float32 ``(C, *region)`` in [0, 1], a new array.
         """
+        low, high = self._channel_ranges()
         block = self._read_raw(index)
         if not np.issubdtype(block.dtype, np.integer) and block.dtype != bool:
             if not np.isfinite(block).all():
@@ -423,9 +465,9 @@ class ImageSource:
                 )
         out = np.empty(block.shape, dtype=np.float32)
         for c in range(block.shape[0]):
-            span = self.high[c] - self.low[c]
+            span = high[c] - low[c]
             if span > 0:
-                np.subtract(block[c], np.float32(self.low[c]), out=out[c], casting="unsafe")
+                np.subtract(block[c], np.float32(low[c]), out=out[c], casting="unsafe")
                 out[c] /= np.float32(span)
             else:
                 out[c] = 0

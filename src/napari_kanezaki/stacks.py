@@ -1,0 +1,464 @@
+"""Stacks, volumes and large images: the three stack modes and bounded-memory runs.
+
+Stack modes (a stack is any image with more than two spatial axes, e.g. ``(Z, Y, X)`` or
+``(T, Z, Y, X)``, plus an optional channel axis):
+
+``"independent"``
+    Every 2-D plane (every index of all axes but the last two) gets its own fresh model,
+    trained and predicted on that plane alone. Fast; label ids are independent per plane.
+``"shared"``
+    One 2-D model is trained on all planes with the reference-image mode of the TIP 2020
+    code (`Segmenter.fit_iter` at full resolution: ``ref_size=0``; ``batch_size``,
+    ``n_epochs`` and ``max_update`` apply), then every plane is predicted with BatchNorm
+    statistics of the whole stack and the labels are numbered over the whole stack, so the
+    same material gets the same id in every plane and every time point.
+``"3d"``
+    A Conv3d/BatchNorm3d network on the last three spatial axes, with the continuity loss
+    along all three axes (ST) or SLIC supervoxels (SP). With a voxel ``spacing``, the
+    continuity term of each axis is weighted by ``min(spacing) / spacing[axis]`` and SLIC
+    gets the spacing. Extra leading axes (time) share one 3-D model trained on random
+    volumes of them.
+
+Every image is normalised once for the whole data set (per channel, see `ImageSource`).
+Whenever training on a whole image or volume would exceed ``memory_budget``, training uses
+random crops and prediction goes tile by tile with whole-image BatchNorm statistics (see
+`tiling`); the input is then only read region by region (dask and zarr stay lazy) and the
+labels can be written to a zarr store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .config import Config, SPConfig
+from .images import ImageError, ImageSource, NormalizedImage
+from .tiling import (
+    DEFAULT_MEMORY_BUDGET,
+    Progress,
+    check_tile_shape,
+    create_output,
+    fits_budget,
+    fix_batchnorm_statistics,
+    iter_tiles,
+    predict_tiles,
+    shape_for_budget,
+    train_on_crops,
+    working_set_bytes,
+)
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
+
+__all__ = ["STACK_MODES", "SegmentationResult", "segment_iter", "run_to_end"]
+
+STACK_MODES = ("independent", "shared", "3d")
+
+
+class StopFlag(Protocol):
+    """Anything with ``is_set()``, e.g. a `threading.Event`."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """What `segment_iter` returns.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray or zarr.Array
+        int32 labels of the input's spatial shape (0 only where a stopped run never got).
+    segmenter : Segmenter or None
+        The shared model (``"shared"``, ``"3d"``, single images) or the last plane's.
+    stopped : bool
+        True if `stop` was set during the run.
+    """
+
+    labels: Any
+    segmenter: Segmenter | None
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """One plane of an `ImageSource` (fixed leading indices), read like a source."""
+
+    source: ImageSource
+    lead: tuple[int, ...]
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return self.source.spatial_shape[len(self.lead) :]
+
+    @property
+    def n_channels(self) -> int:
+        return self.source.n_channels
+
+    def read(self, index: tuple[int | slice, ...] = ()) -> np.ndarray:
+        return self.source.read(self.lead + tuple(index))
+
+
+class _NeverStop:
+    def is_set(self) -> bool:
+        return False
+
+
+def segment_iter(
+    image: Any,
+    config: Config,
+    *,
+    stack_mode: str | None = None,
+    scribbles: np.ndarray | None = None,
+    channel_axis: int | None = None,
+    rgb: bool | None = None,
+    spacing: Sequence[float] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    memory_budget: int | None = None,
+    tile_shape: Sequence[int] | None = None,
+    n_crops: int = 4,
+    resample_every: int = 20,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    stop: StopFlag | None = None,
+    preview_every: int = 0,
+) -> Generator[Progress, None, SegmentationResult]:
+    """Segment an image, stack or volume, yielding progress; return a `SegmentationResult`.
+
+    Parameters
+    ----------
+    image : array_like
+        NumPy, dask or zarr array (read lazily region by region when tiling). Grey,
+        RGB(A) (last axis) or any number of channels on `channel_axis`; uint8 is divided by
+        255, other dtypes (uint16, float) are scaled per channel by robust percentiles of
+        the whole data set.
+    config : SPConfig or STConfig
+        Method and settings.
+    stack_mode : {"independent", "shared", "3d"}, optional
+        Required for images with more than two spatial axes, refused for 2-D images.
+    scribbles : array_like, optional
+        ST only, napari-style (0 = none, k = class k), of the image's spatial shape.
+        Not available with ``stack_mode="shared"``.
+    channel_axis : int, optional
+        Axis of the channels.
+    rgb : bool, optional
+        Whether the last axis is RGB(A); default guessed (length 3 or 4).
+    spacing : sequence of float, optional
+        Pixel/voxel size for every spatial axis (or for the network's axes only).
+    seed, device, precision
+        As for `Segmenter`.
+    memory_budget : int, optional
+        Bytes the network may use (default `DEFAULT_MEMORY_BUDGET`, 2 GiB). Inputs whose
+        training would need more are trained on random crops and predicted in tiles.
+    tile_shape : sequence of int, optional
+        Force tiling with this tile core size (one entry per network axis).
+    n_crops, resample_every : int
+        Crops per training update, and how often new crops are drawn (tiled training).
+    out : str or Path, optional
+        Write the labels to a new zarr store at this path (returned as a zarr array).
+    overwrite : bool
+        Allow replacing an existing `out`.
+    stop : threading.Event, optional
+        When set, training stops after the current update; the current image, volume or
+        plane is still predicted, remaining planes (independent mode) stay 0.
+    preview_every : int
+        Attach the current label image to every this many training progress steps.
+
+    Yields
+    ------
+    Progress
+        Over all training updates, planes and tiles.
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    source = ImageSource(image, channel_axis=channel_axis, rgb=rgb)
+    job = _Job(
+        source=source,
+        config=config,
+        runtime={"seed": seed, "device": device, "precision": precision},
+        spacing=spacing,
+        budget=DEFAULT_MEMORY_BUDGET if memory_budget is None else _check_budget(memory_budget),
+        tile_shape=tile_shape,
+        n_crops=int(n_crops),
+        resample_every=int(resample_every),
+        stop=stop if stop is not None else _NeverStop(),
+        preview_every=int(preview_every),
+    )
+    shape = source.spatial_shape
+    if stack_mode is None:
+        if source.spatial_ndim != 2:
+            raise ImageError(
+                f"the image has {source.spatial_ndim} spatial axes (spatial shape {shape}); "
+                "choose stack_mode='independent' (a model per plane), 'shared' (one model for "
+                "all planes) or '3d' (a 3-D network), or pass channel_axis if one of them "
+                "holds channels."
+            )
+        model_dims = 2
+    else:
+        if stack_mode not in STACK_MODES:
+            raise ImageError(
+                f"unknown stack_mode {stack_mode!r}; use one of {', '.join(STACK_MODES)}."
+            )
+        if source.spatial_ndim < 3:
+            raise ImageError(
+                f"stack_mode={stack_mode!r} needs a stack or volume, but the image has only 2 "
+                f"spatial axes (spatial shape {shape}); leave stack_mode out for a 2-D image."
+            )
+        model_dims = 3 if stack_mode == "3d" else 2
+    if isinstance(config, SPConfig) and scribbles is not None:
+        raise ImageError("scribbles are supported by the ST method only; use method='st'.")
+    if scribbles is not None:
+        scribbles = np.asarray(scribbles)
+        if scribbles.shape != shape:
+            raise ImageError(
+                f"scribbles have shape {scribbles.shape} but the image's spatial shape is "
+                f"{shape}; paint them on a Labels layer of the image's size."
+            )
+        if stack_mode == "shared":
+            raise ImageError(
+                "scribbles are not supported with stack_mode='shared' (the reference mode has "
+                "no scribble term); use stack_mode='3d' or 'independent'."
+            )
+    job.spacing = _model_spacing(spacing, shape, model_dims)
+    if tile_shape is not None:
+        job.tile_shape = check_tile_shape(tile_shape, model_dims)
+    tiled = job.needs_tiling(shape[-model_dims:], has_lead=source.spatial_ndim > model_dims)
+    if stack_mode == "independent":
+        tiled = job.needs_tiling(shape[-2:], has_lead=False)
+        chunks = (1,) * (len(shape) - 2) + (job.predict_tile(shape[-2:]) if tiled else shape[-2:])
+        output = create_output(shape, out, chunks=chunks, overwrite=overwrite)
+        segmenter = yield from job.independent(output, scribbles)
+    elif stack_mode == "shared":
+        tile = job.predict_tile(shape[-2:])
+        chunks = (1,) * (len(shape) - 2) + tile
+        output = create_output(shape, out, chunks=chunks, overwrite=overwrite)
+        segmenter = yield from job.shared(output, tile)
+    else:
+        n_lead = len(shape) - model_dims
+        model_shape = shape[n_lead:]
+        chunks = (1,) * n_lead + (job.predict_tile(model_shape) if tiled else model_shape)
+        output = create_output(shape, out, chunks=chunks, overwrite=overwrite)
+        segmenter = yield from job.single(source, model_dims, output, (), scribbles, 0, 1)
+    return SegmentationResult(output, segmenter, job.stop.is_set())
+
+
+def run_to_end(generator: Generator[Progress, None, SegmentationResult]) -> SegmentationResult:
+    """Exhaust a `segment_iter` generator and return its result."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as done:
+            return done.value
+
+
+def _check_budget(budget: Any) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
+        raise ImageError(f"memory_budget must be a positive number of bytes, got {budget!r}.")
+    return int(budget)
+
+
+def _model_spacing(
+    spacing: Sequence[float] | None, shape: tuple[int, ...], model_dims: int
+) -> tuple[float, ...] | None:
+    """The spacing of the network's axes, from one per spatial axis or one per model axis."""
+    if spacing is None:
+        return None
+    values = tuple(float(s) for s in spacing)
+    if len(values) not in (len(shape), model_dims):
+        raise ImageError(
+            f"spacing {values} must have one entry per spatial axis ({len(shape)}) or per "
+            f"network axis ({model_dims})."
+        )
+    return values[-model_dims:]
+
+
+@dataclass
+class _Job:
+    source: ImageSource
+    config: Config
+    runtime: dict[str, Any]
+    spacing: tuple[float, ...] | None
+    budget: int
+    tile_shape: tuple[int, ...] | None
+    n_crops: int
+    resample_every: int
+    stop: StopFlag
+    preview_every: int
+    step: int = 0
+    total: int = 0
+
+    # -- sizes ----------------------------------------------------------------------------
+    def needs_tiling(self, model_shape: Sequence[int], has_lead: bool) -> bool:
+        return (
+            has_lead
+            or self.tile_shape is not None
+            or not fits_budget(model_shape, self.config.n_channels, self.budget)
+        )
+
+    def predict_tile(self, model_shape: Sequence[int]) -> tuple[int, ...]:
+        if self.tile_shape is not None:
+            return self.tile_shape
+        per_pixel = working_set_bytes(1, self.config.n_channels, training=False)
+        # Leave room for the margin on every side of the tile.
+        return shape_for_budget(model_shape, max(1, int(self.budget / per_pixel / 1.2)))
+
+    def crop_shape(self, model_shape: Sequence[int]) -> tuple[int, ...]:
+        per_pixel = working_set_bytes(1, self.config.n_channels, training=True)
+        return shape_for_budget(model_shape, max(1, self.budget // per_pixel // self.n_crops))
+
+    def segmenter(self) -> Segmenter:
+        from .segmenter import Segmenter
+
+        return Segmenter(self.config, spacing=self.spacing, **self.runtime)
+
+    # -- progress ---------------------------------------------------------------------------
+    def _training(self, states, key: str, n_updates: int | None = None):
+        """Yield Progress for training states; stop early when asked. Returns the last state."""
+        start = self.step
+        for state in states:
+            self.step = start + state.iteration
+            labels = None
+            if self.preview_every and state.iteration % self.preview_every == 0 and not state.done:
+                labels = state.labels()
+            text = f"{key}iteration {state.iteration}/{state.max_iter}, {state.n_labels} labels"
+            yield Progress(self.step, self.total, text, labels)
+            if self.stop.is_set():
+                break
+        self.step = start + (self.config.max_iter if n_updates is None else n_updates)
+
+    def _tiles_progress(self, counter, n: int, key: str, what: str):
+        start = self.step
+        for i in counter:
+            self.step = start + i
+            yield Progress(self.step, self.total, f"{key}{what} {i}/{n}")
+
+    # -- one image or volume ---------------------------------------------------------------
+    def single(
+        self,
+        source: ImageSource | _Plane,
+        model_dims: int,
+        output: Any,
+        prefix: tuple[int, ...],
+        scribbles: np.ndarray | None,
+        index: int,
+        count: int,
+    ):
+        """Train a fresh model on `source` and predict it into ``output[prefix]``."""
+        shape = tuple(source.spatial_shape)
+        n_lead = len(shape) - model_dims
+        model_shape = shape[n_lead:]
+        tiled = self.needs_tiling(model_shape, has_lead=n_lead > 0)
+        key = f"plane {index + 1}/{count}: " if count > 1 else ""
+        segmenter = self.segmenter()
+        n_norms = self.config.n_conv + 1
+        if not tiled:
+            if self.total == 0:
+                self.total = count * (self.config.max_iter + 1)
+            x = NormalizedImage(source.read())
+            yield from self._training(segmenter.run(x, scribbles), key)
+            labels = segmenter.predict(x)
+            output[prefix] = labels
+            self.step += 1
+            yield Progress(self.step, self.total, f"{key}{int(labels.max())} labels")
+            return segmenter
+        crop = self.crop_shape(model_shape)
+        tile = self.predict_tile(model_shape)
+        tiles = iter_tiles(shape, tile, self.config.n_conv)
+        if self.total == 0:
+            self.total = count * (self.config.max_iter + len(tiles) * (n_norms + 1))
+        states = train_on_crops(
+            segmenter,
+            source,
+            crop,
+            n_crops=self.n_crops,
+            resample_every=self.resample_every,
+            scribbles=scribbles,
+        )
+        yield from self._training(states, key)
+        try:
+            n = len(tiles)
+            yield from self._tiles_progress(
+                fix_batchnorm_statistics(segmenter, source, tiles), n * n_norms, key,
+                "BatchNorm statistics, tile",
+            )
+            yield from self._tiles_progress(
+                predict_tiles(segmenter, source, tiles, output, prefix), n, key, "predicting tile"
+            )
+        finally:
+            assert segmenter.model is not None
+            segmenter.model.train()  # as published: `Segmenter.predict` uses batch statistics
+        return segmenter
+
+    # -- independent planes ----------------------------------------------------------------
+    def independent(self, output: Any, scribbles: np.ndarray | None):
+        lead_shape = self.source.spatial_shape[:-2]
+        planes = list(np.ndindex(*lead_shape))
+        segmenter = None
+        for i, lead in enumerate(planes):
+            if self.stop.is_set():
+                break
+            lead = tuple(int(j) for j in lead)
+            plane_scribbles = None if scribbles is None else scribbles[lead]
+            if plane_scribbles is not None and not plane_scribbles.any():
+                plane_scribbles = None  # nothing scribbled on this plane
+            segmenter = yield from self.single(
+                _Plane(self.source, lead), 2, output, lead, plane_scribbles, i, len(planes)
+            )
+        return segmenter
+
+    # -- one shared model over planes ------------------------------------------------------
+    def shared(self, output: Any, tile: tuple[int, ...]):
+        from .segmenter import Segmenter
+
+        shape = self.source.spatial_shape
+        lead_shape = shape[:-2]
+        planes = [tuple(int(j) for j in lead) for lead in np.ndindex(*lead_shape)]
+        config = self.config.replace(ref_size=0)
+        cfg_batches = math.ceil(len(planes) / config.batch_size)
+        n_updates = config.n_epochs * cfg_batches * config.max_update
+        tiles = iter_tiles(shape, tile, config.n_conv)
+        n_norms = config.n_conv + 1
+        self.total = n_updates + len(tiles) * (n_norms + 1)
+        segmenter = Segmenter(config, spacing=self.spacing, **self.runtime)
+        images = _PlaneList(self.source, planes)
+        yield from self._training(segmenter.fit_iter(images), "shared model: ", n_updates)
+        try:
+            yield from self._tiles_progress(
+                fix_batchnorm_statistics(segmenter, self.source, tiles),
+                len(tiles) * n_norms,
+                "",
+                "BatchNorm statistics of the stack, tile",
+            )
+            yield from self._tiles_progress(
+                predict_tiles(segmenter, self.source, tiles, output), len(tiles), "", "predicting tile"
+            )
+        finally:
+            assert segmenter.model is not None
+            segmenter.model.train()
+        return segmenter
+
+
+class _PlaneList(Sequence):
+    """The planes of a stack as a sequence of `NormalizedImage`, read on access."""
+
+    def __init__(self, source: ImageSource, planes: list[tuple[int, ...]]) -> None:
+        self._source = source
+        self._planes = planes
+
+    def __len__(self) -> int:
+        return len(self._planes)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return NormalizedImage(self._source.read(self._planes[i]))
+

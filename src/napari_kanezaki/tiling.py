@@ -1,0 +1,514 @@
+"""Bounded-memory training and prediction: random crops, tiles with overlap, exact stitching.
+
+An image or volume whose network working set exceeds a memory budget is
+
+1. **trained on random crops**: every iteration is one update on a batch of ``n_crops``
+   crops; a new set of crops is drawn every ``resample_every`` updates (seeded), the
+   optimizer and its momentum carry on. SP superpixels are computed per crop with the
+   superpixel density of the whole image;
+2. **given whole-image BatchNorm statistics**: the published code predicts with BatchNorm in
+   training mode, i.e. normalised with the statistics of the image being predicted. Tiles
+   would each get their own statistics and disagree at their borders. Instead, each
+   BatchNorm layer's mean and (biased) variance over the *whole* image are accumulated tile
+   by tile, layer after layer (one pass per BatchNorm layer, each with the previous layers
+   already fixed), and stored as the layer's running statistics;
+3. **predicted tile by tile** in eval mode with those fixed statistics. Each tile is read
+   with a margin of ``n_conv`` pixels (the receptive-field radius of the ``n_conv`` 3x3
+   convolutions; the final 1x1 adds none), so its core is computed exactly as in the whole
+   image: the stitched argmax equals the untiled one (up to float rounding) and has no seams.
+   Labels are numbered once over the whole image (largest segment first) in a second pass.
+
+The input is only ever read region by region (see `ImageSource`), so dask and zarr data are
+never loaded whole; the output can be a zarr array on disk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .config import SPConfig, STConfig
+from .images import ImageError, segment_numbering
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter, TrainingState
+
+__all__ = [
+    "Progress",
+    "DEFAULT_MEMORY_BUDGET",
+    "MIN_TILE",
+    "Tile",
+    "working_set_bytes",
+    "fits_budget",
+    "shape_for_budget",
+    "iter_tiles",
+    "train_on_crops",
+    "fix_batchnorm_statistics",
+    "predict_tiles",
+    "create_output",
+]
+
+#: Default memory budget of the network's working set (bytes).
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+#: Smallest tile or crop side accepted.
+MIN_TILE = 8
+# float32 copies of the C-channel response alive per pixel: training (activations kept for
+# the backward pass, gradients, the loss's buffers) and prediction without gradients.
+_TRAIN_COPIES = 14
+_PREDICT_COPIES = 4
+
+
+class Source(Protocol):
+    """What the tiling functions read: an `ImageSource` or a plane of one."""
+
+    spatial_shape: tuple[int, ...]
+    n_channels: int
+
+    def read(self, index: tuple[int | slice, ...] = ()) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of a long computation.
+
+    Attributes
+    ----------
+    step, total : int
+        Steps done and planned (training updates plus tiles or planes).
+    text : str
+        Human-readable status.
+    labels : numpy.ndarray, optional
+        A preview label image (training) or None.
+    """
+
+    step: int
+    total: int
+    text: str
+    labels: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: where its labels go and what to read for them.
+
+    Attributes
+    ----------
+    core : tuple
+        Index of the tile's own pixels in the full spatial shape (ints for plane axes).
+    read : tuple
+        Index of the region to read: the core plus the margin, clipped to the image.
+    inner : tuple of slice
+        The core inside the read region (model axes only).
+    """
+
+    core: tuple[int | slice, ...]
+    read: tuple[int | slice, ...]
+    inner: tuple[slice, ...]
+
+
+# -- sizes --------------------------------------------------------------------------------
+def working_set_bytes(n_pixels: int, n_channels: int, training: bool) -> int:
+    """Estimated bytes the network needs for `n_pixels` pixels (or voxels).
+
+    Parameters
+    ----------
+    n_pixels : int
+        Pixels in one forward pass (all crops of a batch together).
+    n_channels : int
+        The network's feature channels C.
+    training : bool
+        With the backward pass (more buffers) or prediction only.
+
+    Returns
+    -------
+    int
+    """
+    copies = _TRAIN_COPIES if training else _PREDICT_COPIES
+    return int(n_pixels) * int(n_channels) * 4 * copies
+
+
+def fits_budget(spatial_shape: Sequence[int], n_channels: int, budget: int) -> bool:
+    """True if training on the whole image fits `budget` bytes."""
+    return working_set_bytes(math.prod(spatial_shape), n_channels, True) <= budget
+
+
+def shape_for_budget(
+    spatial_shape: Sequence[int], n_pixels: int, minimum: int = MIN_TILE
+) -> tuple[int, ...]:
+    """The largest near-cubic block of at most `n_pixels` pixels inside `spatial_shape`.
+
+    Parameters
+    ----------
+    spatial_shape : sequence of int
+        Shape of the model axes of the image.
+    n_pixels : int
+        Pixel budget of one block.
+    minimum : int
+        Smallest side; an error is raised if the budget allows less.
+
+    Returns
+    -------
+    tuple of int
+    """
+    shape = tuple(int(n) for n in spatial_shape)
+    if math.prod(shape) <= n_pixels:
+        return shape
+    low, high = 1, max(shape)
+    while low < high:  # largest side s with prod(min(n, s)) <= n_pixels
+        mid = (low + high + 1) // 2
+        if math.prod(min(n, mid) for n in shape) <= n_pixels:
+            low = mid
+        else:
+            high = mid - 1
+    block = tuple(min(n, low) for n in shape)
+    if min(block) < min(minimum, min(shape)):
+        raise ImageError(
+            f"the memory budget allows blocks of only {math.prod(block)} pixels, i.e. tiles "
+            f"of {block}, smaller than the minimum side {minimum}; raise memory_budget or "
+            "lower n_channels."
+        )
+    return block
+
+
+def check_tile_shape(tile_shape: Sequence[int], model_dims: int) -> tuple[int, ...]:
+    """Validate a user tile shape: one side >= `MIN_TILE` per model axis."""
+    try:
+        tile = tuple(int(t) for t in tile_shape)
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f"tile_shape must be a sequence of integers, got {tile_shape!r}.") from exc
+    if len(tile) != model_dims:
+        raise ImageError(
+            f"tile_shape {tile} must have {model_dims} entries, one per axis of the "
+            f"{model_dims}-D network."
+        )
+    if min(tile) < MIN_TILE:
+        raise ImageError(
+            f"tile_shape {tile} is too small: every side must be at least {MIN_TILE} pixels "
+            "(tiles are read with an overlap margin of n_conv pixels); use larger tiles."
+        )
+    return tile
+
+
+def iter_tiles(
+    spatial_shape: Sequence[int], tile_shape: Sequence[int], margin: int
+) -> list[Tile]:
+    """Tiles covering an image, with overlap `margin` on every model axis.
+
+    Parameters
+    ----------
+    spatial_shape : sequence of int
+        Full spatial shape; its first ``len(spatial_shape) - len(tile_shape)`` axes are
+        plane axes, visited one index at a time.
+    tile_shape : sequence of int
+        Core size of a tile on the model axes (the last axes).
+    margin : int
+        Extra pixels read on each side (clipped at the image border).
+
+    Returns
+    -------
+    list of Tile
+    """
+    shape = tuple(int(n) for n in spatial_shape)
+    n_lead = len(shape) - len(tile_shape)
+    model_shape = shape[n_lead:]
+    tiles = []
+    for lead in np.ndindex(*shape[:n_lead]):
+        starts = [range(0, n, t) for n, t in zip(model_shape, tile_shape)]
+        for corner in np.ndindex(*(len(r) for r in starts)):
+            core, read, inner = [], [], []
+            for axis, k in enumerate(corner):
+                start = starts[axis][k]
+                stop = min(start + tile_shape[axis], model_shape[axis])
+                lo = max(start - margin, 0)
+                hi = min(stop + margin, model_shape[axis])
+                core.append(slice(start, stop))
+                read.append(slice(lo, hi))
+                inner.append(slice(start - lo, stop - lo))
+            lead_index = tuple(int(i) for i in lead)
+            tiles.append(Tile(lead_index + tuple(core), lead_index + tuple(read), tuple(inner)))
+    return tiles
+
+
+# -- training -----------------------------------------------------------------------------
+def train_on_crops(
+    segmenter: Segmenter,
+    source: Source,
+    crop_shape: Sequence[int],
+    *,
+    n_crops: int = 4,
+    resample_every: int = 20,
+    scribbles: np.ndarray | None = None,
+) -> Iterator[TrainingState]:
+    """Train `segmenter` on random crops of `source`, yielding a state after every update.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        Its config gives the method and budget (``max_iter``, stop rule); a fresh model is
+        made (seeded by the segmenter's seed; the crops by the same seed).
+    source : ImageSource
+        The image; its leading axes beyond the crop's are plane axes (a random plane per
+        crop), e.g. time points of a 3-D movie.
+    crop_shape : sequence of int
+        Crop size on the model axes (2 or 3 of them: the network's dimensionality).
+    n_crops : int
+        Crops per update (one batch).
+    resample_every : int
+        Draw new crops every this many updates.
+    scribbles : numpy.ndarray, optional
+        ST only: napari-style scribbles of the source's spatial shape.
+
+    Yields
+    ------
+    TrainingState
+    """
+    import torch
+
+    from .images import prepare_scribbles
+    from .segmenter import _make_optimizer, _superpixel_view
+    from .superpixels import compute_superpixels
+
+    cfg = segmenter.config
+    shape = tuple(source.spatial_shape)
+    crop = tuple(int(c) for c in crop_shape)
+    model_dims = len(crop)
+    n_lead = len(shape) - model_dims
+    if model_dims not in (2, 3) or n_lead < 0 or any(c > n for c, n in zip(crop, shape[n_lead:])):
+        raise ImageError(f"crop shape {crop} does not fit an image of spatial shape {shape}.")
+    if n_crops < 1 or resample_every < 1:
+        raise ImageError("n_crops and resample_every must be at least 1.")
+    targets = prepare_scribbles(scribbles, shape, cfg.n_channels)
+    if targets is not None and isinstance(cfg, SPConfig):
+        raise ImageError("scribbles are supported by the ST method only; use method='st'.")
+    segmenter._prepare_model(source.n_channels, warm_start=False, spatial_dims=model_dims)
+    segmenter.keep_ids = ()
+    min_labels = cfg.min_labels
+    if targets is not None:
+        ids = np.unique(targets[targets >= 0])
+        segmenter.keep_ids = tuple(int(i) for i in ids)
+        min_labels = len(ids)
+    model = segmenter.model
+    assert model is not None
+    optimizer = _make_optimizer(cfg, model.parameters())
+    axis_weights = segmenter._axis_weights(model_dims)
+    rng = np.random.default_rng(segmenter.seed)
+    density = math.prod(crop) / math.prod(shape[n_lead:])
+    w_con = cfg.w_con if isinstance(cfg, STConfig) else 0.0
+    step = x = None
+    for iteration in range(1, cfg.max_iter + 1):
+        if (iteration - 1) % resample_every == 0:
+            indices = [_random_crop(rng, shape, crop) for _ in range(n_crops)]
+            arrays = [source.read(index) for index in indices]
+            x = segmenter._to_device(np.stack(arrays))
+            superpixels = scribble_tensor = None
+            if isinstance(cfg, SPConfig):
+                maps, offset = [], 0
+                for array in arrays:
+                    segments = compute_superpixels(
+                        _superpixel_view(array, cfg.superpixel),
+                        cfg.superpixel,
+                        n_segments=max(1, round(cfg.n_segments * density)),
+                        compactness=cfg.compactness,
+                        scale=cfg.scale,
+                        sigma=cfg.sigma,
+                        min_size=cfg.min_size,
+                        spatial_dims=model_dims,
+                        spacing=segmenter.spacing if model_dims == len(segmenter.spacing or ()) else None,
+                    )
+                    maps.append(segments + offset)
+                    offset += int(segments.max()) + 1
+                superpixels = (torch.from_numpy(np.stack(maps)).to(segmenter.device), offset)
+            if targets is not None:
+                crops = np.stack([targets[index] for index in indices])
+                if (crops >= 0).any():  # crops without any scribble train like plain ST
+                    scribble_tensor = torch.from_numpy(crops).to(segmenter.device)
+            step = segmenter._make_step(
+                superpixels,
+                scribble_tensor,
+                w_con,
+                (n_crops, *crop),
+                axis_weights=axis_weights,
+                optimizer=optimizer,
+            )
+        assert step is not None and x is not None
+        loss, channels, n_labels = step(x)
+        reason = ""
+        if n_labels <= min_labels:
+            reason = "min_labels"
+        elif iteration == cfg.max_iter:
+            reason = "max_iter"
+        yield segmenter._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
+        if reason:
+            return
+
+
+def _random_crop(
+    rng: np.random.Generator, shape: tuple[int, ...], crop: tuple[int, ...]
+) -> tuple[int | slice, ...]:
+    n_lead = len(shape) - len(crop)
+    index: list[int | slice] = [int(rng.integers(0, n)) for n in shape[:n_lead]]
+    for n, c in zip(shape[n_lead:], crop):
+        start = int(rng.integers(0, n - c + 1))
+        index.append(slice(start, start + c))
+    return tuple(index)
+
+
+# -- fixed BatchNorm statistics -----------------------------------------------------------
+def fix_batchnorm_statistics(
+    segmenter: Segmenter, source: Source, tiles: Sequence[Tile]
+) -> Generator[int, None, None]:
+    """Set every BatchNorm layer's running statistics to those of the whole image.
+
+    One pass over the tiles per BatchNorm layer: the layer's input is computed on each tile
+    (earlier layers already fixed), only the tile's core counts, and the per-tile means and
+    variances are merged exactly (Chan et al.). In eval mode the network then computes on
+    every tile what training-mode BatchNorm computes on the whole image at once.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        A trained segmenter; its model is left in eval mode.
+    source : ImageSource
+        The image (or stack of planes) to be predicted.
+    tiles : sequence of Tile
+        From `iter_tiles` with a margin of at least ``n_conv``.
+
+    Yields
+    ------
+    int
+        Tiles processed so far (``len(tiles)`` per BatchNorm layer).
+    """
+    import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    model = segmenter.model
+    assert model is not None
+    layers = model.layers
+    norms = [i for i, layer in enumerate(layers) if isinstance(layer, _BatchNorm)]
+    model.eval()
+    done = 0
+    with torch.no_grad():
+        for index in norms:
+            norm = layers[index]
+            count = 0
+            mean = torch.zeros(norm.num_features, dtype=torch.float64)
+            m2 = torch.zeros(norm.num_features, dtype=torch.float64)
+            for tile in tiles:
+                x = segmenter._to_device(source.read(tile.read)[np.newaxis])
+                with segmenter._autocast():
+                    h = layers[:index](x)
+                core = h[(slice(None), slice(None), *tile.inner)].float()
+                dims = [0, *range(2, core.ndim)]
+                n = core.numel() // core.shape[1]
+                var_t, mean_t = torch.var_mean(core, dim=dims, correction=0)
+                mean_t, var_t = mean_t.double().cpu(), var_t.double().cpu()
+                total = count + n
+                delta = mean_t - mean
+                mean = mean + delta * (n / total)
+                m2 = m2 + var_t * n + delta**2 * (count * n / total)
+                count = total
+                done += 1
+                yield done
+            norm.running_mean.copy_(mean.to(norm.running_mean))
+            norm.running_var.copy_((m2 / count).to(norm.running_var))
+
+
+# -- prediction ---------------------------------------------------------------------------
+def create_output(
+    shape: Sequence[int],
+    out: str | Path | None = None,
+    *,
+    chunks: Sequence[int] | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """The int32 label array results are written to: in memory, or a zarr array on disk.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Spatial shape of the labels.
+    out : str or Path, optional
+        A zarr store path (e.g. ``"labels.zarr"``); None keeps the labels in memory.
+    chunks : sequence of int, optional
+        zarr chunk shape (the tile grid, so that every tile writes whole chunks).
+    overwrite : bool
+        Replace an existing store; otherwise an existing path is an error.
+
+    Returns
+    -------
+    numpy.ndarray or zarr.Array
+    """
+    shape = tuple(int(n) for n in shape)
+    if out is None:
+        return np.zeros(shape, dtype=np.int32)
+    import zarr
+
+    path = Path(out)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; choose another output path or pass overwrite=True."
+        )
+    return zarr.open_array(
+        str(path),
+        mode="w",
+        shape=shape,
+        chunks=tuple(int(c) for c in chunks) if chunks is not None else None,
+        dtype=np.int32,
+        fill_value=0,
+    )
+
+
+def predict_tiles(
+    segmenter: Segmenter,
+    source: Source,
+    tiles: Sequence[Tile],
+    output: Any,
+    prefix: tuple[int, ...] = (),
+) -> Generator[int, None, None]:
+    """Predict every tile with the model as it is (eval mode: fixed statistics) and number.
+
+    The argmax channels of every tile core are written to ``output[prefix + core]``; then a
+    second pass renumbers them 1..K over all the tiles together, largest segment first
+    (scribbled classes keep their ids), like `Segmenter.predict`.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        With fixed BatchNorm statistics (`fix_batchnorm_statistics`).
+    source : ImageSource
+    tiles : sequence of Tile
+    output : numpy.ndarray or zarr.Array
+        int32 destination.
+    prefix : tuple of int
+        Index of the source inside `output` (a plane of a stack).
+
+    Yields
+    ------
+    int
+        Number of tiles predicted so far.
+    """
+    import torch
+
+    model = segmenter.model
+    assert model is not None
+    n_channels = segmenter.config.n_channels
+    counts = np.zeros(n_channels, dtype=np.int64)
+    model.eval()
+    with torch.no_grad():
+        for i, tile in enumerate(tiles, start=1):
+            x = segmenter._to_device(source.read(tile.read)[np.newaxis])
+            with segmenter._autocast():
+                channels = model(x).argmax(dim=1)[0]
+            core = channels[tile.inner].cpu().numpy().astype(np.int32)
+            counts += np.bincount(core.ravel(), minlength=n_channels)
+            output[prefix + tile.core] = core
+            yield i
+    lookup = segment_numbering(counts, n_channels, segmenter.keep_ids)
+    for tile in tiles:
+        index = prefix + tile.core
+        output[index] = lookup[np.asarray(output[index])]
