@@ -85,6 +85,31 @@ def time_project(
     return seconds
 
 
+def count_host_syncs(image: np.ndarray, method: str, device: torch.device, n_iter: int) -> int:
+    """Implicit host synchronisations in `n_iter` CUDA training iterations (stop rule off).
+
+    Uses ``torch.cuda.set_sync_debug_mode("warn")``, which warns at every operation that
+    makes the host wait for the GPU (``.item()``, ``nonzero``, ``bincount``...). The
+    stop rule reads the label count every 10 iterations on a GPU, so expect
+    ``n_iter // 10`` and nothing else.
+    """
+    import warnings
+
+    config_class = SPConfig if method == "sp" else STConfig
+    segmenter = Segmenter(config_class(max_iter=n_iter, min_labels=1), device=device, seed=0)
+    states = segmenter.run(image)
+    next(states)  # set-up (superpixels, model, first step) may synchronise
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in states:
+                pass
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def time_to_result(
     image: np.ndarray, method: str, device: torch.device, seed: int, plateau_iter: int
 ) -> dict[str, Any]:
@@ -320,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_floor_and_time_to_result(results, image, device, args.seed, args.plateau_iter)
     print()
     print(format_floor(results))
+    if device.type == "cuda":
+        for method in args.methods:
+            syncs = count_host_syncs(image, method, device, 50)
+            print(f"{method.upper()}: {syncs} implicit host synchronisations in 49 iterations")
     if args.json is not None:
         payload = {
             "machine": info,
