@@ -22,7 +22,15 @@ from .config import Config
 if TYPE_CHECKING:
     from .segmenter import Segmenter
 
-__all__ = ["Update", "JobResult", "Job", "segment_each", "fit_and_apply", "apply_saved"]
+__all__ = [
+    "Update",
+    "JobResult",
+    "Job",
+    "segment_each",
+    "segment_stack",
+    "fit_and_apply",
+    "apply_saved",
+]
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,85 @@ def segment_each(
         text = f"{key}: {int(labels.max())} labels"
         yield Update(done, total, text, key, labels)
     return JobResult(segmenter, stop.is_set())
+
+
+def segment_stack(
+    key: Hashable,
+    image: Any,
+    config: Config,
+    runtime: Mapping[str, Any],
+    stop: threading.Event,
+    *,
+    stack_mode: str | None,
+    scribbles: np.ndarray | None = None,
+    rgb: bool | None = None,
+    spacing: Sequence[float] | None = None,
+    memory_budget: int | None = None,
+    preview_every: int = 10,
+) -> Job:
+    """Segment a stack or volume (or a large image) with `stacks.segment_iter`.
+
+    Progress runs over all training updates, planes and tiles. Stopping ends training
+    after the current update and still predicts the current plane or volume.
+
+    Parameters
+    ----------
+    key : hashable
+        Output key of the labels.
+    image : array_like
+        NumPy, dask or zarr data (lazy data stays lazy when tiling).
+    config, runtime, stop
+        As for `segment_each`.
+    stack_mode : {"independent", "shared", "3d"} or None
+        None for a 2-D image.
+    scribbles, rgb, spacing, memory_budget
+        As for `stacks.segment_iter`.
+    preview_every : int
+        Yield the current labels every this many updates when they have the output's shape.
+
+    Yields
+    ------
+    Update
+    """
+    from .stacks import segment_iter
+
+    generator = segment_iter(
+        image,
+        config,
+        stack_mode=stack_mode,
+        scribbles=scribbles,
+        rgb=rgb,
+        spacing=spacing,
+        memory_budget=memory_budget,
+        stop=stop,
+        preview_every=preview_every,
+        **runtime,
+    )
+    shape: tuple[int, ...] | None = None
+    total = 0
+    while True:
+        try:
+            progress = next(generator)
+        except StopIteration as done:
+            result = done.value
+            break
+        total = progress.total
+        labels = progress.labels
+        if labels is not None:
+            shape = shape or _spatial_shape_of(image, rgb)
+            if labels.shape != shape:
+                labels = None  # a plane or crop preview: not the output's shape
+        yield Update(progress.step, progress.total, f"{key}: {progress.text}", key, labels)
+    labels = result.labels
+    top = int(np.max(labels)) if isinstance(labels, np.ndarray) else None
+    text = f"{key}: {top} labels" if top is not None else f"{key}: done"
+    yield Update(total, total, text, key, labels)
+    return JobResult(result.segmenter, result.stopped)
+
+
+def _spatial_shape_of(image: Any, rgb: bool | None) -> tuple[int, ...]:
+    shape = tuple(int(n) for n in image.shape)
+    return shape[:-1] if rgb else shape
 
 
 def fit_and_apply(

@@ -24,7 +24,14 @@ from napari.utils import progress
 from ._jobs import Job, JobResult, Update
 from ._notify import notify_error, report_errors
 
-__all__ = ["RunControls", "add_output_layer", "spatial_shape", "layer_image"]
+__all__ = [
+    "RunControls",
+    "add_output_layer",
+    "spatial_shape",
+    "spatial_ndim",
+    "layer_image",
+    "layer_data",
+]
 
 MODEL_FILTER = "napari-kanezaki model (*.pt)"
 
@@ -45,8 +52,25 @@ def layer_image(layer: Image | Labels) -> np.ndarray:
     return np.array(data)
 
 
+def layer_data(layer: Image | Labels) -> Any:
+    """A layer's data for a stack job: a private copy of NumPy data, lazy data as it is.
+
+    dask and zarr data (and the finest level of a multiscale layer) are passed unchanged
+    so that tiled jobs read them region by region; they are only read, never written.
+    """
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return np.array(data) if isinstance(data, np.ndarray) else data
+
+
+def spatial_ndim(layer: Image) -> int:
+    """Spatial axes of an image layer (the RGB(A) axis excluded)."""
+    return len(spatial_shape(layer))
+
+
 def add_output_layer(viewer: Any, image: Image, suffix: str = "segmentation") -> Labels:
     """Add an empty Labels layer named ``"<image> <suffix>"`` aligned with `image`.
+
+    The scale, translate and axis labels of `image` are copied.
 
     Parameters
     ----------
@@ -66,6 +90,7 @@ def add_output_layer(viewer: Any, image: Image, suffix: str = "segmentation") ->
         name=f"{image.name} {suffix}",
         scale=image.scale,
         translate=image.translate,
+        axis_labels=tuple(image.axis_labels),
     )
 
 

@@ -13,16 +13,30 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Image, Labels
 
-from ._jobs import segment_each
+from ._jobs import segment_each, segment_stack
 from ._notify import report_errors
 from ._params import ParameterPanel
-from ._runner import RunControls, add_output_layer, layer_image, spatial_shape
+from ._runner import (
+    RunControls,
+    add_output_layer,
+    layer_data,
+    layer_image,
+    spatial_ndim,
+    spatial_shape,
+)
 from .images import ImageError
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentWidget"]
+__all__ = ["SegmentWidget", "STACK_CHOICES"]
+
+#: Stack modes offered for layers with more than two spatial axes (see `stacks`).
+STACK_CHOICES = [
+    ("independent: a model per plane", "independent"),
+    ("shared: one model for all planes", "shared"),
+    ("3d: a 3-D network", "3d"),
+]
 
 
 class SegmentWidget(Container):
@@ -49,12 +63,27 @@ class SegmentWidget(Container):
             tooltip="ST only: a Labels layer of the image's shape, 0 = unlabelled, k = class k",
         )
         new_scribbles = PushButton(name="new_scribbles", text="New scribble layer")
+        self.stack_mode = ComboBox(
+            name="stack_mode",
+            choices=STACK_CHOICES,
+            value="shared",
+            tooltip="Only for stacks and volumes: how planes are segmented",
+        )
         self.params = ParameterPanel()
         self.controls = RunControls(napari_viewer, self._on_run)
         super().__init__(
-            widgets=[self.image, self.scribbles, new_scribbles, self.params, self.controls]
+            widgets=[
+                self.image,
+                self.stack_mode,
+                self.scribbles,
+                new_scribbles,
+                self.params,
+                self.controls,
+            ]
         )
         self.image.changed.connect(self.scribbles.reset_choices)
+        self.image.changed.connect(self._update_stack_mode)
+        self._update_stack_mode()
         new_scribbles.changed.connect(self._on_new_scribbles)
 
     # -- layer choices ----------------------------------------------------------------------
@@ -72,6 +101,11 @@ class SegmentWidget(Container):
             for layer in self._viewer.layers
             if isinstance(layer, Labels) and tuple(layer.data.shape) == shape
         ]
+
+    def _update_stack_mode(self) -> None:
+        """Offer the stack modes only for layers with more than two spatial axes."""
+        image = self.image.value
+        self.stack_mode.visible = image is not None and spatial_ndim(image) > 2
 
     # -- actions ----------------------------------------------------------------------------
     def add_scribble_layer(self, image: Image | None = None) -> Labels:
@@ -95,15 +129,21 @@ class SegmentWidget(Container):
         self.scribbles.value = layer
         return layer
 
-    def segment(self, image: Image, scribbles: Labels | None = None) -> Labels:
+    def segment(
+        self, image: Image, scribbles: Labels | None = None, stack_mode: str | None = None
+    ) -> Labels:
         """Start segmenting `image` with the panel's settings in the background.
 
         Parameters
         ----------
         image : napari.layers.Image
-            Input layer (2-D grey or RGB).
+            Input layer: 2-D grey or RGB, or a stack/volume (any number of leading axes),
+            NumPy or lazy (dask, zarr).
         scribbles : napari.layers.Labels, optional
             Scribbles for the ST method, of the image's spatial shape.
+        stack_mode : {"independent", "shared", "3d"}, optional
+            For stacks (default: the widget's choice). In ``"3d"`` mode the layer's scale
+            is the voxel spacing.
 
         Returns
         -------
@@ -125,10 +165,27 @@ class SegmentWidget(Container):
                     "use 'New scribble layer' to make one of the right shape."
                 )
             scribble_data = layer_image(scribbles)
-        images = {image.name: (layer_image(image), scribble_data)}
         runtime = self.params.runtime()
         preview_every = self.params.preview_every.value
-        job = partial(segment_each, images, config, runtime, preview_every=preview_every)
+        ndim = spatial_ndim(image)
+        if ndim > 2:
+            mode = stack_mode if stack_mode is not None else self.stack_mode.value
+            spacing = tuple(float(s) for s in image.scale[-ndim:]) if mode == "3d" else None
+            job = partial(
+                segment_stack,
+                image.name,
+                layer_data(image),
+                config,
+                runtime,
+                stack_mode=mode,
+                scribbles=scribble_data,
+                rgb=bool(image.rgb),
+                spacing=spacing,
+                preview_every=preview_every,
+            )
+        else:
+            images = {image.name: (layer_image(image), scribble_data)}
+            job = partial(segment_each, images, config, runtime, preview_every=preview_every)
         output = add_output_layer(self._viewer, image)
         self.controls.start(job, {image.name: output}, f"{image.name}: starting")
         return output
