@@ -36,7 +36,13 @@ import torch
 from napari_kanezaki import Segmenter, SPConfig, STConfig
 from napari_kanezaki.devices import resolve_device
 
-from common import benchmark_image, format_machine_info, machine_info, synchronize
+from common import (
+    add_run_arguments,
+    benchmark_image,
+    format_machine_info,
+    machine_info,
+    synchronize,
+)
 from floor import estimate_floor
 from published_baseline import run_published
 
@@ -295,25 +301,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=3,
         help="leading iterations discarded before taking the median (default: 3)",
     )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps' "
-        "(default: auto); both baseline and project run there",
-    )
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        choices=METHODS,
-        default=list(METHODS),
-        help="methods to time (default: sp st)",
-    )
+    add_run_arguments(parser, METHODS, "time")
     parser.add_argument(
         "--fp32",
         action="store_true",
         help="also time the project path in float32 (precision='fp32'), for reference",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")
     parser.add_argument(
         "--plateau-iter",
         type=int,

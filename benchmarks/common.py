@@ -169,3 +169,30 @@ def _cpu_model_and_flags() -> tuple[str, set[str]]:
         elif key == "flags" and not flags:
             flags = set(value.split())
     return model or platform.machine(), flags
+
+
+def add_run_arguments(parser: Any, methods: tuple[str, ...], what: str) -> None:
+    """Add the ``--methods``, ``--device`` and ``--seed`` options every benchmark takes.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    methods : tuple of str
+        The method choices (all are the default).
+    what : str
+        Verb for the help text, e.g. ``"time"`` or ``"run"``.
+    """
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=methods,
+        default=list(methods),
+        help=f"methods to {what} (default: {' '.join(methods)})",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps' "
+        "(default: auto)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")

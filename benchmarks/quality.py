@@ -37,6 +37,7 @@ from napari_kanezaki.devices import resolve_device
 from common import (
     BSDS_IDS,
     DATA_DIR,
+    add_run_arguments,
     bsds_image_path,
     format_machine_info,
     load_bsds_ground_truth,
@@ -206,13 +207,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="iteration budget of every run (default: 300 to keep CPU runs short; the "
         "papers use 1000). The stop rule min_labels=3 applies as published.",
     )
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        choices=METHODS,
-        default=list(METHODS),
-        help="methods to run (default: sp st)",
-    )
+    add_run_arguments(parser, METHODS, "run")
     parser.add_argument(
         "--precisions",
         nargs="+",
@@ -233,12 +228,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(BSDS_IDS),
         help="BSDS500 image ids (default: all three)",
     )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps' (default: auto)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")
     parser.add_argument(
         "--connectivity",
         type=int,
