@@ -58,6 +58,7 @@ def segment_project(
     device: torch.device,
     precision: str,
     seed: int,
+    plateau_iter: int = 0,
 ) -> tuple[np.ndarray, int]:
     """Segment an image with the project's `Segmenter` and the paper presets.
 
@@ -75,6 +76,8 @@ def segment_project(
         Precision of the `Segmenter`.
     seed : int
         Seed of the initial weights.
+    plateau_iter : int
+        Plateau stop after this many stable iterations (0: off, the papers).
 
     Returns
     -------
@@ -85,7 +88,10 @@ def segment_project(
     """
     config_class = SPConfig if method == "sp" else STConfig
     segmenter = Segmenter(
-        config_class(max_iter=max_iter), device=device, seed=seed, precision=precision
+        config_class(max_iter=max_iter, plateau_iter=plateau_iter),
+        device=device,
+        seed=seed,
+        precision=precision,
     )
     iterations = 0
     for state in segmenter.run(image):
@@ -102,6 +108,7 @@ def evaluate(
     baseline: bool,
     seed: int,
     connectivity: int,
+    plateau_iter: int = 0,
 ) -> list[dict[str, Any]]:
     """Segment and score every image with every method and variant.
 
@@ -123,6 +130,9 @@ def evaluate(
         Seed of the initial weights.
     connectivity : int
         Connectivity of the connected-component split (1 = 4-, 2 = 8-connected).
+    plateau_iter : int
+        If > 0, also run the default precision with the plateau stop (variant
+        ``"plateau/auto"``).
 
     Returns
     -------
@@ -136,16 +146,19 @@ def evaluate(
         image = load_bsds_image(image_id)
         annotations = load_bsds_ground_truth(image_id)
         for method in methods:
-            variants = [f"project/{p}" for p in precisions] + (["published"] if baseline else [])
+            variants = [f"project/{p}" for p in precisions]
+            variants += ["plateau/auto"] if plateau_iter else []
+            variants += ["published"] if baseline else []
             for variant in variants:
                 start = time.perf_counter()
                 if variant == "published":
                     run = run_published(image, method, max_iter, seed, device=device)
                     labels, iterations = run.labels, len(run.iter_seconds)
                 else:
-                    precision = variant.split("/", 1)[1]
+                    kind, precision = variant.split("/", 1)
+                    plateau = plateau_iter if kind == "plateau" else 0
                     labels, iterations = segment_project(
-                        image, method, max_iter, device, precision, seed
+                        image, method, max_iter, device, precision, seed, plateau
                     )
                 seconds = time.perf_counter() - start
                 scores = score_annotators(labels, annotations, connectivity)
@@ -217,6 +230,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "default path; add fp32 to compare with float32)",
     )
     parser.add_argument(
+        "--plateau-iter",
+        type=int,
+        default=0,
+        help="also run the default path with the plateau stop after this many stable "
+        "iterations (variant plateau/auto; default: 0, off)",
+    )
+    parser.add_argument(
         "--baseline",
         action="store_true",
         help="also run the published code (float32, NCHW, NumPy superpixel loop; slow)",
@@ -268,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.baseline,
         args.seed,
         args.connectivity,
+        args.plateau_iter,
     )
     means = mean_scores(rows)
     print("-" * len(HEADER))

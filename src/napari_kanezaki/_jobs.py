@@ -114,7 +114,7 @@ def segment_each(
             preview = None
             if preview_every and state.iteration % preview_every == 0 and not state.done:
                 preview = state.labels()
-            text = f"{key}: iteration {state.iteration}/{state.max_iter}, {state.n_labels} labels"
+            text = f"{key}: {state.status()}"
             yield Update(done + state.iteration, total, text, key, preview)
             if stop.is_set():
                 break
@@ -236,10 +236,7 @@ def fit_and_apply(
     n_updates = 0
     for state in segmenter.fit_iter(list(references)):
         n_updates = state.max_iter
-        text = (
-            f"training on references: update {state.iteration}/{state.max_iter}, "
-            f"{state.n_labels} labels"
-        )
+        text = f"training on references: {state.status()}"
         yield Update(state.iteration, n_updates + len(targets), text)
         if stop.is_set():
             break

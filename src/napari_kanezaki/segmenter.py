@@ -62,6 +62,18 @@ class TrainingState:
         """Distinct labels of this iteration's argmax (see the class docstring)."""
         return int(self._n_labels)
 
+    def status(self) -> str:
+        """A progress line, ``"iteration 20/1000, 7 labels"``.
+
+        On a GPU the label count is read back (which waits for the device) only every
+        10 iterations and at the end, so a progress display does not slow training.
+        """
+        text = f"iteration {self.iteration}/{self.max_iter}"
+        on_host = self._n_labels.device.type == "cpu"
+        if on_host or self.done or self.iteration % 10 == 0:
+            text += f", {self.n_labels} labels"
+        return text
+
     @property
     def loss(self) -> float:
         """Total loss of this iteration."""

@@ -329,7 +329,7 @@ class _Job:
             labels = None
             if self.preview_every and state.iteration % self.preview_every == 0 and not state.done:
                 labels = state.labels()
-            text = f"{key}iteration {state.iteration}/{state.max_iter}, {state.n_labels} labels"
+            text = f"{key}{state.status()}"
             yield Progress(self.step, self.total, text, labels)
             if self.stop.is_set():
                 break
