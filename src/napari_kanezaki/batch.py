@@ -6,6 +6,13 @@ dask.distributed worker. `run_job` never raises: a failing or unreadable image b
 and renamed at the end, the label TIFF last, so a job whose label file exists is complete;
 `run_jobs` skips such jobs (resume) unless ``overwrite`` is set.
 
+Stacks and volumes (a `Job` with ``stack_mode``) and large images (``memory_budget``,
+``tile_shape`` or ``zarr``) go through the same jobs and the same Dask path: `process_stack`
+runs them with `stacks.segment_iter` (one of the three stack modes, tiling within the memory
+budget), applies the 2-D preprocessing plane by plane (`preprocessing.preprocess_planes`),
+writes the labels as a TIFF or, with ``zarr``, as a zarr store ``<stem>_labels.zarr``, and
+the overlay of the middle plane.
+
 Importing this module imports neither torch nor dask (they load when jobs run).
 """
 
@@ -27,6 +34,7 @@ __all__ = [
     "OutputPaths",
     "output_paths",
     "process_image",
+    "process_stack",
     "run_job",
     "run_jobs",
     "plan_workers",
@@ -46,15 +54,18 @@ class OutputPaths:
         return [p for p in (self.model, self.overlay, self.labels) if p is not None]
 
 
-def output_paths(outdir: str | Path, stem: str, *, model: bool = True) -> OutputPaths:
+def output_paths(
+    outdir: str | Path, stem: str, *, model: bool = True, zarr: bool = False
+) -> OutputPaths:
     """``<stem>_labels.tif``, ``<stem>_overlay.png``, ``<stem>_model.pt`` in `outdir`.
 
-    An empty `stem` gives the bare names ``labels.tif``, ``overlay.png``, ``model.pt``.
+    An empty `stem` gives the bare names ``labels.tif``, ``overlay.png``, ``model.pt``;
+    `zarr` makes the labels a zarr store ``<stem>_labels.zarr``.
     """
     outdir = Path(outdir)
     prefix = f"{stem}_" if stem else ""
     return OutputPaths(
-        labels=outdir / f"{prefix}labels.tif",
+        labels=outdir / f"{prefix}labels.{'zarr' if zarr else 'tif'}",
         overlay=outdir / f"{prefix}overlay.png",
         model=outdir / f"{prefix}model.pt" if model else None,
     )
@@ -92,6 +103,18 @@ class Job:
     torch_threads : int, optional
         Intra-op threads of torch for this job (None: leave as is, or on a dask worker
         ``cores // worker threads``).
+    stack_mode : {"independent", "shared", "3d"}, optional
+        For stacks and volumes (see `stacks`); required for them, refused for 2-D images.
+        ``"independent"`` writes no model (every plane has its own).
+    spacing : tuple of float, optional
+        Pixel/voxel size per spatial axis (e.g. Z, Y, X).
+    memory_budget : int, optional
+        Bytes the network may use (default 2 GiB); larger inputs are trained on crops and
+        predicted in tiles.
+    tile_shape : tuple of int, optional
+        Force tiled prediction with tiles of this size (one entry per network axis).
+    zarr : bool
+        Write the labels as a zarr store ``<stem>_labels.zarr`` instead of a TIFF.
     """
 
     name: str
@@ -108,11 +131,28 @@ class Job:
     channel_axis: int | None = None
     overwrite: bool = False
     torch_threads: int | None = None
+    stack_mode: str | None = None
+    spacing: tuple[float, ...] | None = None
+    memory_budget: int | None = None
+    tile_shape: tuple[int, ...] | None = None
+    zarr: bool = False
+
+    @property
+    def uses_engine(self) -> bool:
+        """True when the job runs through `process_stack` (stacks, tiling, zarr output)."""
+        return (
+            self.stack_mode is not None
+            or self.memory_budget is not None
+            or self.tile_shape is not None
+            or self.zarr
+            or self.spacing is not None
+        )
 
     @property
     def outputs(self) -> OutputPaths:
         """Output paths of this job."""
-        return output_paths(self.outdir, self.name, model=self.save_model and self.model is None)
+        model = self.save_model and self.model is None and self.stack_mode != "independent"
+        return output_paths(self.outdir, self.name, model=model, zarr=self.zarr)
 
 
 @dataclass(frozen=True)
@@ -206,6 +246,161 @@ def process_image(
     return labels, segmenter
 
 
+def process_stack(
+    image: Any,
+    outputs: OutputPaths,
+    config: Any,
+    *,
+    stack_mode: str | None = None,
+    scribbles: np.ndarray | None = None,
+    spacing: Sequence[float] | None = None,
+    memory_budget: int | None = None,
+    tile_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    channel_axis: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Any], None] | None = None,
+) -> tuple[Any, Any]:
+    """Segment a stack, volume or large image with `stacks.segment_iter` and write its outputs.
+
+    Parameters
+    ----------
+    image : array_like
+        NumPy array or memory map (e.g. from `io.open_image`; never modified), 2-D or with
+        more spatial axes; any dtype (normalised once for the whole stack).
+    outputs : OutputPaths
+        Destinations: labels ``.tif`` or ``.zarr`` (a zarr store, written region by
+        region), the overlay PNG of the middle plane (every leading axis at its middle
+        index), and the model (None: none written).
+    config : SPConfig or STConfig
+        Settings. The 2-D preprocessing (``crop_bottom``, ``resize_multiple``, ``clahe``,
+        ``median_blur``) is applied to every plane on its last two axes (see
+        `preprocessing.preprocess_planes`; this loads the normalised stack in memory) and
+        the labels are mapped back plane by plane; ``augment_clahe`` is refused.
+    stack_mode : {"independent", "shared", "3d"}, optional
+        Required for images with more than two spatial axes, refused for 2-D images.
+    scribbles : numpy.ndarray, optional
+        ST only, napari-style, of the image's spatial shape.
+    spacing, memory_budget, tile_shape, seed, device, precision, channel_axis
+        As for `stacks.segment_iter`.
+    overwrite : bool
+        Replace existing outputs; otherwise an existing one raises `FileExistsError`
+        before any work is done.
+    progress : callable, optional
+        Called with every `tiling.Progress` (step, total, text).
+
+    Returns
+    -------
+    labels : numpy.ndarray or zarr.Array
+        int32 labels of the image's spatial shape (the zarr array at ``outputs.labels``
+        when it is a ``.zarr`` store).
+    segmenter : Segmenter or None
+        The model (shared, 3d, 2-D) or the last plane's (independent).
+    """
+    import shutil
+
+    from .images import ImageSource
+    from .io import save_labels, save_overlay
+    from .preprocessing import (
+        apply_planes,
+        check_stack_preprocessing,
+        is_active,
+        preprocess_planes,
+        restore_planes,
+        without_preprocessing,
+    )
+    from .stacks import check_stack_mode, segment_iter
+    from .tiling import create_output
+
+    if not overwrite:
+        existing = [str(p) for p in outputs.all() if p.exists()]
+        if existing:
+            raise FileExistsError(
+                f"{', '.join(existing)} already exist(s); pass --overwrite (overwrite=True) "
+                "or choose another output folder."
+            )
+    source = ImageSource(image, channel_axis=channel_axis)
+    check_stack_mode(source, stack_mode)
+    check_stack_preprocessing(config)
+    engine_source, engine_config, geometry = source, config, None
+    if is_active(config):
+        planes, geometry = preprocess_planes(source.read(), config)
+        engine_source = ImageSource.from_normalized(planes)
+        engine_config = without_preprocessing(config)
+        scribbles = apply_planes(scribbles, geometry)
+    to_zarr = outputs.labels.suffix == ".zarr"
+    reshaped = geometry is not None and not geometry.identity
+    outputs.labels.parent.mkdir(parents=True, exist_ok=True)
+    tmp_labels = _tmp(outputs.labels)
+    temporary: list[tuple[Path, Path]] = []
+    try:
+        generator = segment_iter(
+            engine_source,
+            engine_config,
+            stack_mode=stack_mode,
+            scribbles=scribbles,
+            spacing=spacing,
+            seed=seed,
+            device=device,
+            precision=precision,
+            memory_budget=memory_budget,
+            tile_shape=tile_shape,
+            out=tmp_labels if to_zarr and not reshaped else None,
+            overwrite=True,
+        )
+        while True:
+            try:
+                state = next(generator)
+            except StopIteration as done:
+                result = done.value
+                break
+            if progress is not None:
+                progress(state)
+        labels = result.labels
+        if reshaped:
+            assert geometry is not None
+            labels = restore_planes(labels, geometry)
+            if to_zarr:
+                store = create_output(labels.shape, tmp_labels, chunks=_plane_chunks(labels.shape),
+                                      overwrite=True)
+                store[...] = labels
+        segmenter = result.segmenter
+        if outputs.model is not None and segmenter is not None:
+            segmenter.config = config  # what a later `predict` must apply to its inputs
+            temporary.append((segmenter.save(_tmp(outputs.model), overwrite=True), outputs.model))
+        middle = tuple(n // 2 for n in source.spatial_shape[:-2])
+        temporary.append((
+            save_overlay(_tmp(outputs.overlay), _display_plane(source.read(middle)),
+                         np.asarray(labels[middle]), overwrite=True),
+            outputs.overlay,
+        ))
+        if to_zarr:
+            temporary.append((tmp_labels, outputs.labels))
+        else:
+            temporary.append((save_labels(tmp_labels, np.asarray(labels), overwrite=True),
+                              outputs.labels))
+        for tmp, final in temporary:  # labels last: their presence marks a complete job
+            if final.exists():
+                if not overwrite:
+                    raise FileExistsError(f"{final} appeared while segmenting; not replacing it.")
+                if final.is_dir():
+                    shutil.rmtree(final)
+            os.replace(tmp, final)
+    finally:
+        for tmp in {t for t, _ in temporary} | {tmp_labels}:
+            if tmp.is_dir():
+                shutil.rmtree(tmp)
+            elif tmp.exists():
+                tmp.unlink()
+    if to_zarr:
+        import zarr
+
+        labels = zarr.open_array(str(outputs.labels), mode="r")
+    return labels, segmenter
+
+
 def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResult:
     """Run one job; every error becomes a ``"failed"`` result (never raises).
 
@@ -224,9 +419,8 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
         _set_torch_threads(job.torch_threads)
         from .config import config_for_method
         from .images import scribbles_from_published
-        from .io import read_image
+        from .io import open_image, read_image
 
-        image = read_image(job.image)
         scribbles = None
         if job.scribbles is not None:
             scribbles = read_image(job.scribbles)
@@ -235,6 +429,28 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
         config = None
         if job.model is None:
             config = config_for_method(job.config["method"]).from_dict(job.config)
+        if job.uses_engine:
+            if job.model is not None:
+                raise ValueError("predicting with a model file takes 2-D images only.")
+            labels, _ = process_stack(
+                open_image(job.image),
+                job.outputs,
+                config,
+                stack_mode=job.stack_mode,
+                scribbles=scribbles,
+                spacing=job.spacing,
+                memory_budget=job.memory_budget,
+                tile_shape=job.tile_shape,
+                seed=job.seed,
+                device=job.device,
+                precision=job.precision,
+                channel_axis=job.channel_axis,
+                overwrite=job.overwrite,
+                progress=progress,
+            )
+            n_labels = _count_labels(labels)
+            return JobResult(job.name, "done", "", n_labels, time.perf_counter() - start)
+        image = read_image(job.image)
         labels, _ = process_image(
             image,
             job.outputs,
@@ -453,3 +669,28 @@ def _display(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
         elif array.shape[-1] == 2:
             array = array.mean(axis=-1)
     return array
+
+
+def _display_plane(plane: np.ndarray) -> np.ndarray:
+    """A normalised ``(C, H, W)`` plane as the overlay shows it: grey or the first 3 channels."""
+    if plane.shape[0] == 1:
+        return plane[0]
+    if plane.shape[0] == 2:
+        return plane.mean(axis=0)
+    return np.moveaxis(plane[:3], 0, -1)
+
+
+def _plane_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """zarr chunks of one plane (capped at 4096 x 4096)."""
+    return (1,) * (len(shape) - 2) + tuple(min(n, 4096) for n in shape[-2:])
+
+
+def _count_labels(labels: Any) -> int:
+    """Number of distinct labels, read plane by plane for zarr arrays."""
+    if isinstance(labels, np.ndarray):
+        return int(np.unique(labels).size)
+    seen: set[int] = set()
+    shape = labels.shape
+    for lead in np.ndindex(*shape[:-2]):
+        seen.update(int(v) for v in np.unique(np.asarray(labels[lead])))
+    return len(seen)

@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _output_dir(p)
     _config_options(p)
     _runtime_options(p)
+    _stack_options(p)
     _batch_options(p)
     p.set_defaults(handler=_cmd_segment)
 
@@ -152,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_options(p)
     p.set_defaults(handler=_cmd_train)
 
-    p = _subparser(sub, "predict", "segment images with a trained model, without retraining")
+    p = _subparser(sub, "predict", "segment 2-D images with a trained model, without "
+                   "retraining (stacks: use segment --stack-mode)")
     p.add_argument("model", type=Path, metavar="MODEL", help="model file (train/segment output)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders or globs")
     _output_dir(p)
@@ -281,6 +283,74 @@ def _runtime_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
                        help="replace existing outputs (default: refuse; folder runs skip "
                        "images whose outputs exist)")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _stack_options(p: argparse.ArgumentParser) -> None:
+    from .stacks import STACK_MODES
+
+    group = p.add_argument_group(
+        "stacks, volumes and large images",
+        "Multi-page TIFF stacks and volumes ((Z, Y, X), (T, Z, Y, X), with --channel-axis "
+        "for channels, e.g. 1 for (Z, C, Y, X)) need --stack-mode; 2-D images refuse it. "
+        "Preprocessing works plane by plane on the last two axes (crop_bottom cuts the "
+        "bottom rows and resize_multiple resizes Y and X of every plane; clahe and "
+        "median_blur equalise/filter each plane alone); augment_clahe is refused. The "
+        "overlay PNG of a stack shows its middle plane (the middle index of every axis but "
+        "Y and X). Uncompressed TIFFs are memory-mapped.",
+    )
+    group.add_argument("--stack-mode", choices=STACK_MODES, default=None,
+                       help="independent: a fresh model per plane (ids per plane, no model "
+                       "file written); shared: one 2-D model for all planes (same material, "
+                       "same id); 3d: a 3-D network on the last three axes (default: none, "
+                       "for 2-D images)")
+    group.add_argument("--spacing", type=float, nargs="+", default=None, metavar="SIZE",
+                       help="pixel/voxel size per spatial axis, e.g. --spacing 2 0.5 0.5 "
+                       "for Z Y X: weights the 3-D continuity term per axis and is SLIC's "
+                       "spacing (3d mode); needs --stack-mode (default: isotropic)")
+    group.add_argument("--memory-budget", type=parse_bytes, default=None, metavar="BYTES",
+                       help="memory the network may use, bytes or with a unit (2GiB, "
+                       "500MB); larger images and volumes train on random crops and are "
+                       "predicted tile by tile (default: 2GiB)")
+    group.add_argument("--tile-shape", type=int, nargs="+", default=None, metavar="N",
+                       help="force tiled prediction with tiles of this size, one entry per "
+                       "network axis (2 for 2-D and shared/independent, 3 for 3d) "
+                       "(default: tiles only when over the memory budget)")
+    group.add_argument("--zarr", action="store_true",
+                       help="write the labels as a zarr store <stem>_labels.zarr (region by "
+                       "region; for outputs too big for a TIFF) instead of <stem>_labels.tif "
+                       "(default: TIFF)")
+
+
+def parse_bytes(text: str) -> int:
+    """A number of bytes: ``"2147483648"``, ``"2GiB"``, ``"512 MiB"``, ``"1.5GB"``, ``"2G"``.
+
+    Units: B; kB/KB, MB, GB, TB (powers of 1000); KiB, MiB, GiB, TiB and the single letters
+    K, M, G, T (powers of 1024). Case of the unit letter does not matter.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    int
+        Positive number of bytes.
+    """
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    units = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+             "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "kib": 1024,
+             "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+    if match is None or match.group(2).lower() not in units:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an amount of memory; give bytes or a number with a unit, "
+            "e.g. 2GiB, 512MiB or 4000000000."
+        )
+    value = int(float(match.group(1)) * units[match.group(2).lower()])
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the memory budget must be positive, got {text!r}.")
+    return value
 
 
 def _batch_options(p: argparse.ArgumentParser) -> None:
@@ -463,13 +533,18 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if scribbles and config.method != "st":
         raise CLIError("--scribbles needs the ST method (--method st).")
     _check_outdir(args.output, images)
+    _check_stack_inputs(args, config, images)
     write_run_files(args.output, config, _runtime(args, "segment", images), args.overwrite)
     jobs = [
         Job(name=img.stem, image=img, outdir=args.output, config=config.to_dict(),
             seed=args.seed, device=args.device, precision=args.precision,
             scribbles=scribbles.get(img), scribble_format=args.scribble_format,
             save_model=args.save_model, channel_axis=args.channel_axis,
-            overwrite=args.overwrite)
+            overwrite=args.overwrite, stack_mode=args.stack_mode,
+            spacing=None if args.spacing is None else tuple(args.spacing),
+            memory_budget=args.memory_budget,
+            tile_shape=None if args.tile_shape is None else tuple(args.tile_shape),
+            zarr=args.zarr)
         for img in images
     ]
     started = time.perf_counter()
@@ -479,6 +554,70 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         results = run_jobs(jobs, scheduler=args.scheduler, workers=args.workers,
                            threads=args.threads, progress=not args.quiet)
     return _summary(results, started, args.output)
+
+
+def _check_stack_inputs(args: argparse.Namespace, config, images: list[Path]) -> None:
+    """Refuse, before any work, stack options that do not suit the inputs (exit status 2).
+
+    Reads only the files' headers: the core's own check (`stacks.check_stack_mode`) on an
+    image of the file's shape and dtype.
+    """
+    import numpy as np
+
+    from .images import ImageError, ImageSource
+    from .io import image_header
+    from .preprocessing import check_stack_preprocessing
+    from .stacks import check_stack_mode
+
+    if args.spacing is not None and args.stack_mode is None:
+        raise CLIError("--spacing is the voxel size of a stack or volume; it needs --stack-mode.")
+    engine = any(v is not None for v in (args.stack_mode, args.memory_budget, args.tile_shape))
+    if engine or args.zarr:
+        try:
+            check_stack_preprocessing(config)
+        except ImageError as exc:
+            raise CLIError(str(exc)) from exc
+    for path in images:
+        if path.suffix.lower() == ".mat":
+            continue
+        try:
+            shape, dtype = image_header(path)
+        except ValueError:
+            continue  # unreadable: its job fails and reports it, the others run
+        try:
+            source = ImageSource(np.broadcast_to(np.zeros((), dtype), shape),
+                                 channel_axis=args.channel_axis)
+        except ImageError as exc:
+            raise CLIError(f"{path} (shape {shape}): {exc} (set with --channel-axis)") from exc
+        try:
+            check_stack_mode(source, args.stack_mode)
+        except ImageError as exc:
+            raise CLIError(f"{path}: {exc} (set with --stack-mode / --channel-axis)") from exc
+
+
+def _check_2d_inputs(args: argparse.Namespace, images: list[Path]) -> None:
+    """`predict` takes 2-D images: refuse stacks before any work, saying what to do."""
+    import numpy as np
+
+    from .images import ImageError, ImageSource
+    from .io import image_header
+
+    for path in images:
+        try:
+            shape, dtype = image_header(path)
+        except ValueError:
+            continue  # unreadable: its job fails and reports it, the others run
+        try:
+            source = ImageSource(np.broadcast_to(np.zeros((), dtype), shape),
+                                 channel_axis=args.channel_axis)
+        except ImageError as exc:
+            raise CLIError(f"{path} (shape {shape}): {exc} (set with --channel-axis)") from exc
+        if source.spatial_ndim != 2:
+            raise CLIError(
+                f"{path} is a stack or volume (spatial shape {source.spatial_shape}); predict "
+                "takes 2-D images. Segment stacks with `napari-kanezaki segment --stack-mode "
+                "...`, or pass --channel-axis if one axis holds channels."
+            )
 
 
 def _single_with_progress(job, config, quiet: bool):
@@ -492,6 +631,11 @@ def _single_with_progress(job, config, quiet: bool):
     bar = tqdm(total=config.max_iter, unit="it", desc=job.name, disable=quiet)
 
     def progress(state):
+        if hasattr(state, "step"):  # stacks and tiles: a tiling.Progress
+            bar.total = state.total
+            bar.update(state.step - bar.n)
+            bar.set_postfix_str(state.text, refresh=False)
+            return
         bar.update(state.iteration - bar.n)
         bar.set_postfix(labels=state.n_labels, loss=f"{state.loss:.3f}", refresh=False)
 
@@ -543,6 +687,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = Segmenter.load(args.model, device="cpu")  # checks the file before any work
     images = expand_inputs(args.inputs)
     _check_outdir(args.output, images)
+    _check_2d_inputs(args, images)
     write_run_files(args.output, model.config, {**_runtime(args, "predict", images),
                                                 "model": str(args.model), "seed": model.seed},
                     args.overwrite)
@@ -653,9 +798,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _runtime(args: argparse.Namespace, command: str, images: list[Path]) -> dict[str, Any]:
-    return {"command": command, "seed": getattr(args, "seed", None), "device": args.device,
-            "precision": args.precision, "channel_axis": args.channel_axis,
-            "inputs": [str(p) for p in images]}
+    record = {"command": command, "seed": getattr(args, "seed", None), "device": args.device,
+              "precision": args.precision, "channel_axis": args.channel_axis,
+              "inputs": [str(p) for p in images]}
+    for key in ("stack_mode", "spacing", "memory_budget", "tile_shape", "zarr"):
+        if hasattr(args, key):
+            record[key] = getattr(args, key)
+    return record
 
 
 if __name__ == "__main__":  # pragma: no cover

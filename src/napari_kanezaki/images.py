@@ -416,6 +416,41 @@ class ImageSource:
         self._max_stat_elements = int(max_stat_elements)
         self._ranges_cache: tuple[np.ndarray, np.ndarray] | None = None
 
+    @classmethod
+    def from_normalized(cls, array: np.ndarray) -> "ImageSource":
+        """A source over data that is already normalised: read as it is, never rescaled.
+
+        For inputs prepared outside the engine (e.g. stacks preprocessed plane by plane
+        with `preprocessing.preprocess_planes`), whose values must reach the network
+        unchanged.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            float32, channels first ``(C, *spatial)`` with at least two spatial axes,
+            values in [0, 1].
+
+        Returns
+        -------
+        ImageSource
+            With channel axis 0 and the range [0, 1] for every channel.
+        """
+        array = np.asarray(array)
+        if array.dtype != np.float32 or array.ndim < 3:
+            raise ImageError(
+                "ImageSource.from_normalized takes a float32 (C, *spatial) array with at least "
+                f"two spatial axes, got {array.dtype} of shape {array.shape}."
+            )
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise ImageError(
+                "ImageSource.from_normalized needs values in [0, 1]; use ImageSource(data) "
+                "to normalise raw data."
+            )
+        source = cls(array, channel_axis=0)
+        n = source.n_channels
+        source._ranges_cache = (np.zeros(n), np.ones(n))
+        return source
+
     @property
     def low(self) -> np.ndarray:
         """Per-channel value mapped to 0 (computed on first use)."""

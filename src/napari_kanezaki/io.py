@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_image", "save_labels", "save_overlay", "overlay"]
+__all__ = ["read_image", "open_image", "image_header", "save_labels", "save_overlay", "overlay"]
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -33,6 +33,65 @@ def read_image(path: str | Path) -> np.ndarray:
         import imageio.v3 as iio
 
         return iio.imread(path)
+    except Exception as exc:
+        raise ValueError(f"cannot read {path} as an image: {exc}") from exc
+
+
+def open_image(path: str | Path) -> np.ndarray:
+    """Open an image file for reading region by region where the format allows it.
+
+    Uncompressed TIFF files (single images, multi-page stacks and volumes, ImageJ
+    hyperstacks) are memory-mapped, so a huge volume is not loaded as a whole; other files
+    are read like `read_image`.
+
+    Parameters
+    ----------
+    path : str or Path
+        Image file.
+
+    Returns
+    -------
+    numpy.ndarray
+        A read-only memory map or an in-memory array, dtype as stored.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        import tifffile
+
+        try:
+            return tifffile.memmap(path, mode="r")
+        except Exception:  # compressed, tiled or otherwise not contiguous: read it
+            pass
+    return read_image(path)
+
+
+def image_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an image file, without reading its pixels (TIFF) where possible.
+
+    Parameters
+    ----------
+    path : str or Path
+        Image file.
+
+    Returns
+    -------
+    shape : tuple of int
+    dtype : numpy.dtype
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {path} does not exist.")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return tuple(int(n) for n in series.shape), np.dtype(series.dtype)
+        import imageio.v3 as iio
+
+        props = iio.improps(path)
+        return tuple(int(n) for n in props.shape), np.dtype(props.dtype)
     except Exception as exc:
         raise ValueError(f"cannot read {path} as an image: {exc}") from exc
 
@@ -65,7 +124,7 @@ def save_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = False
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"label images are written as TIFF: use a .tif name, not {path.name!r}.")
     _refuse_existing(path, overwrite)
-    tifffile.imwrite(path, np.asarray(labels), compression="zlib")
+    tifffile.imwrite(path, np.asarray(labels), compression="zlib", photometric="minisblack")
     return path
 
 

@@ -55,7 +55,7 @@ from .tiling import (
 if TYPE_CHECKING:
     from .segmenter import Segmenter
 
-__all__ = ["STACK_MODES", "SegmentationResult", "segment_iter", "run_to_end"]
+__all__ = ["STACK_MODES", "SegmentationResult", "check_stack_mode", "segment_iter", "run_to_end"]
 
 STACK_MODES = ("independent", "shared", "3d")
 
@@ -134,8 +134,9 @@ def segment_iter(
 
     Parameters
     ----------
-    image : array_like
-        NumPy, dask or zarr array (read lazily region by region when tiling). Grey,
+    image : array_like or ImageSource
+        NumPy, dask or zarr array (read lazily region by region when tiling), or an
+        `ImageSource` (e.g. `ImageSource.from_normalized` of preprocessed data). Grey,
         RGB(A) (last axis) or any number of channels on `channel_axis`; uint8 is divided by
         255, other dtypes (uint16, float) are scaled per channel by robust percentiles of
         the whole data set.
@@ -180,7 +181,15 @@ def segment_iter(
     -------
     SegmentationResult
     """
-    source = ImageSource(image, channel_axis=channel_axis, rgb=rgb)
+    if isinstance(image, ImageSource):
+        if channel_axis is not None or rgb is not None:
+            raise ImageError(
+                "an ImageSource already knows its channels; do not pass channel_axis or rgb "
+                "with it."
+            )
+        source = image
+    else:
+        source = ImageSource(image, channel_axis=channel_axis, rgb=rgb)
     job = _Job(
         source=source,
         config=config,
@@ -194,26 +203,7 @@ def segment_iter(
         preview_every=int(preview_every),
     )
     shape = source.spatial_shape
-    if stack_mode is None:
-        if source.spatial_ndim != 2:
-            raise ImageError(
-                f"the image has {source.spatial_ndim} spatial axes (spatial shape {shape}); "
-                "choose stack_mode='independent' (a model per plane), 'shared' (one model for "
-                "all planes) or '3d' (a 3-D network), or pass channel_axis if one of them "
-                "holds channels."
-            )
-        model_dims = 2
-    else:
-        if stack_mode not in STACK_MODES:
-            raise ImageError(
-                f"unknown stack_mode {stack_mode!r}; use one of {', '.join(STACK_MODES)}."
-            )
-        if source.spatial_ndim < 3:
-            raise ImageError(
-                f"stack_mode={stack_mode!r} needs a stack or volume, but the image has only 2 "
-                f"spatial axes (spatial shape {shape}); leave stack_mode out for a 2-D image."
-            )
-        model_dims = 3 if stack_mode == "3d" else 2
+    model_dims = check_stack_mode(source, stack_mode)
     if isinstance(config, SPConfig) and scribbles is not None:
         raise ImageError("scribbles are supported by the ST method only; use method='st'.")
     if scribbles is not None:
@@ -249,6 +239,48 @@ def segment_iter(
         output = create_output(shape, out, chunks=chunks, overwrite=overwrite)
         segmenter = yield from job.single(source, model_dims, output, (), scribbles, 0, 1)
     return SegmentationResult(output, segmenter, job.stop.is_set())
+
+
+def check_stack_mode(source: ImageSource, stack_mode: str | None) -> int:
+    """Check that `stack_mode` suits the image; return the network's number of axes.
+
+    Parameters
+    ----------
+    source : ImageSource
+        The image (only its shape is used: nothing is read).
+    stack_mode : {"independent", "shared", "3d"} or None
+        Required for images with more than two spatial axes, refused for 2-D images.
+
+    Returns
+    -------
+    int
+        2, or 3 for ``"3d"``.
+
+    Raises
+    ------
+    ImageError
+        Naming the problem and the choices.
+    """
+    shape = source.spatial_shape
+    if stack_mode is None:
+        if source.spatial_ndim != 2:
+            raise ImageError(
+                f"the image has {source.spatial_ndim} spatial axes (spatial shape {shape}); "
+                "choose stack_mode='independent' (a model per plane), 'shared' (one model for "
+                "all planes) or '3d' (a 3-D network), or pass channel_axis if one of them "
+                "holds channels."
+            )
+        return 2
+    if stack_mode not in STACK_MODES:
+        raise ImageError(
+            f"unknown stack_mode {stack_mode!r}; use one of {', '.join(STACK_MODES)}."
+        )
+    if source.spatial_ndim < 3:
+        raise ImageError(
+            f"stack_mode={stack_mode!r} needs a stack or volume, but the image has only 2 "
+            f"spatial axes (spatial shape {shape}); leave stack_mode out for a 2-D image."
+        )
+    return 3 if stack_mode == "3d" else 2
 
 
 def run_to_end(generator: Generator[Progress, None, SegmentationResult]) -> SegmentationResult:
