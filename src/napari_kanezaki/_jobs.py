@@ -138,6 +138,7 @@ def segment_stack(
     spacing: Sequence[float] | None = None,
     memory_budget: int | None = None,
     preview_every: int = 10,
+    channel_axis: int | None = None,
 ) -> Job:
     """Segment a stack or volume (or a large image) with `stacks.segment_iter`.
 
@@ -158,6 +159,8 @@ def segment_stack(
         As for `stacks.segment_iter`.
     preview_every : int
         Yield the current labels every this many updates when they have the output's shape.
+    channel_axis : int, optional
+        Axis of the channels (e.g. layers combined as channels).
 
     Yields
     ------
@@ -171,6 +174,7 @@ def segment_stack(
         stack_mode=stack_mode,
         scribbles=scribbles,
         rgb=rgb,
+        channel_axis=channel_axis,
         spacing=spacing,
         memory_budget=memory_budget,
         stop=stop,
@@ -188,7 +192,7 @@ def segment_stack(
         total = progress.total
         labels = progress.labels
         if labels is not None:
-            shape = shape or _spatial_shape_of(image, rgb)
+            shape = shape or _spatial_shape_of(image, rgb, channel_axis)
             if labels.shape != shape:
                 labels = None  # a plane or crop preview: not the output's shape
         yield Update(progress.step, progress.total, f"{key}: {progress.text}", key, labels)
@@ -199,8 +203,13 @@ def segment_stack(
     return JobResult(result.segmenter, result.stopped)
 
 
-def _spatial_shape_of(image: Any, rgb: bool | None) -> tuple[int, ...]:
+def _spatial_shape_of(
+    image: Any, rgb: bool | None, channel_axis: int | None = None
+) -> tuple[int, ...]:
     shape = tuple(int(n) for n in image.shape)
+    if channel_axis is not None:
+        axis = channel_axis % len(shape)
+        return shape[:axis] + shape[axis + 1 :]
     return shape[:-1] if rgb else shape
 
 

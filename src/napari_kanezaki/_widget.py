@@ -1,16 +1,20 @@
 """The main dock widget: segment one Image layer, optionally guided by scribbles.
 
-A thin magicgui `Container` over the core: it collects an image, an optional scribble Labels
-layer and the settings of a `ParameterPanel`, and runs `_jobs.segment_each` in a thread
-worker through `RunControls`. Importing this module does not import torch.
+A thin magicgui `Container` over the core: it collects an image, optional extra channel
+layers (e.g. the layers napari makes of a multichannel file opened with ``channel_axis``),
+an optional scribble Labels layer and the settings of a `ParameterPanel`, and runs
+`_jobs.segment_each` (or `_jobs.segment_stack`) in a thread worker through `RunControls`.
+Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, PushButton
+import numpy as np
+from magicgui.widgets import ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels
 
 from ._jobs import segment_each, segment_stack
@@ -24,12 +28,12 @@ from ._runner import (
     spatial_ndim,
     spatial_shape,
 )
-from .images import ImageError
+from .images import ImageError, NormalizedImage, to_network_input
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentWidget", "STACK_CHOICES"]
+__all__ = ["SegmentWidget", "STACK_CHOICES", "combine_channels"]
 
 #: Stack modes offered for layers with more than two spatial axes (see `stacks`).
 STACK_CHOICES = [
@@ -45,6 +49,10 @@ class SegmentWidget(Container):
     The result appears at once as a Labels layer ``"<image> segmentation"`` with the
     image's scale and translate, is refreshed during training, and finally holds
     ``Segmenter.predict(image)``. Input layers are never modified.
+
+    "extra channels" offers the other Image layers of the selected image's spatial shape
+    (only those); the selected ones are stacked with the image as channels (image first,
+    then the layer list's order) before segmenting, see `combine_channels`.
 
     Parameters
     ----------
@@ -62,6 +70,14 @@ class SegmentWidget(Container):
             value=None,
             tooltip="ST only: a Labels layer of the image's shape, 0 = unlabelled, k = class k",
         )
+        self.extra_channels = Select(
+            name="extra_channels",
+            label="extra channels",
+            choices=self._channel_choices,
+            tooltip="Other Image layers of the image's shape (e.g. the channels of one file "
+            "opened as several layers), used as additional channels; Ctrl/Shift-click to "
+            "select several",
+        )
         new_scribbles = PushButton(name="new_scribbles", text="New scribble layer")
         self.stack_mode = ComboBox(
             name="stack_mode",
@@ -74,6 +90,7 @@ class SegmentWidget(Container):
         super().__init__(
             widgets=[
                 self.image,
+                self.extra_channels,
                 self.stack_mode,
                 self.scribbles,
                 new_scribbles,
@@ -82,7 +99,10 @@ class SegmentWidget(Container):
             ]
         )
         self.image.changed.connect(self.scribbles.reset_choices)
+        self.image.changed.connect(self.extra_channels.reset_choices)
+        self.image.changed.connect(self._update_channels_visibility)
         self.image.changed.connect(self._update_stack_mode)
+        self.extra_channels.changed.connect(self._update_channels_visibility)
         self._update_stack_mode()
         new_scribbles.changed.connect(self._on_new_scribbles)
 
@@ -101,6 +121,27 @@ class SegmentWidget(Container):
             for layer in self._viewer.layers
             if isinstance(layer, Labels) and tuple(layer.data.shape) == shape
         ]
+
+    def _channel_choices(self, _widget: Select) -> list[Image]:
+        """Image layers other than the selected image with the same spatial shape."""
+        image = self.image.value
+        if image is None:
+            return []
+        shape = spatial_shape(image)
+        return [
+            layer
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and layer is not image and spatial_shape(layer) == shape
+        ]
+
+    def reset_choices(self, *args, **kwargs) -> None:
+        """Refresh every layer choice (called by napari when layers change)."""
+        super().reset_choices(*args, **kwargs)
+        self._update_channels_visibility()
+
+    def _update_channels_visibility(self, *_args) -> None:
+        """Show "extra channels" only when some layer can be combined with the image."""
+        self.extra_channels.visible = bool(self.extra_channels.choices)
 
     def _update_stack_mode(self) -> None:
         """Offer the stack modes only for layers with more than two spatial axes."""
@@ -130,7 +171,11 @@ class SegmentWidget(Container):
         return layer
 
     def segment(
-        self, image: Image, scribbles: Labels | None = None, stack_mode: str | None = None
+        self,
+        image: Image,
+        scribbles: Labels | None = None,
+        stack_mode: str | None = None,
+        channels: Sequence[Image] = (),
     ) -> Labels:
         """Start segmenting `image` with the panel's settings in the background.
 
@@ -144,6 +189,9 @@ class SegmentWidget(Container):
         stack_mode : {"independent", "shared", "3d"}, optional
             For stacks (default: the widget's choice). In ``"3d"`` mode the layer's scale
             is the voxel spacing.
+        channels : sequence of napari.layers.Image
+            Extra Image layers of the image's spatial shape, stacked with it as channels
+            (see `combine_channels`; their data is copied, the layers are not modified).
 
         Returns
         -------
@@ -153,9 +201,11 @@ class SegmentWidget(Container):
         Raises
         ------
         ConfigError, ImageError
-            Invalid settings, or scribbles whose shape differs from the image's.
+            Invalid settings, or scribbles or channel layers whose shape differs from the
+            image's.
         """
         config = self.params.config()
+        combined = combine_channels(image, channels) if channels else None
         scribble_data = None
         if scribbles is not None:
             if tuple(scribbles.data.shape) != spatial_shape(image):
@@ -174,17 +224,23 @@ class SegmentWidget(Container):
             job = partial(
                 segment_stack,
                 image.name,
-                layer_data(image),
+                layer_data(image) if combined is None else combined,
                 config,
                 runtime,
                 stack_mode=mode,
                 scribbles=scribble_data,
-                rgb=bool(image.rgb),
+                rgb=bool(image.rgb) if combined is None else None,
+                channel_axis=None if combined is None else -1,
                 spacing=spacing,
                 preview_every=preview_every,
             )
         else:
-            images = {image.name: (layer_image(image), scribble_data)}
+            data = (
+                layer_image(image)
+                if combined is None
+                else NormalizedImage(to_network_input(combined, channel_axis=-1))
+            )
+            images = {image.name: (data, scribble_data)}
             job = partial(segment_each, images, config, runtime, preview_every=preview_every)
         output = add_output_layer(self._viewer, image)
         self.controls.start(job, {image.name: output}, f"{image.name}: starting")
@@ -194,8 +250,55 @@ class SegmentWidget(Container):
         with report_errors():
             if self.image.value is None:
                 raise ImageError("no Image layer selected: open or add an image first.")
-            self.segment(self.image.value, self.scribbles.value)
+            self.segment(
+                self.image.value,
+                self.scribbles.value,
+                channels=self._selected_channels(),
+            )
+
+    def _selected_channels(self) -> list[Image]:
+        """The selected extra channel layers, in the layer list's order."""
+        chosen = list(self.extra_channels.value or [])
+        return [layer for layer in self.extra_channels.choices if layer in chosen]
 
     def _on_new_scribbles(self) -> None:
         with report_errors():
             self.add_scribble_layer()
+
+
+def combine_channels(image: Image, layers: Sequence[Image]) -> np.ndarray:
+    """Stack an image layer and other Image layers of its spatial shape as channels.
+
+    Parameters
+    ----------
+    image : napari.layers.Image
+        The main layer: grey (one channel) or RGB(A) (its first three channels).
+    layers : sequence of napari.layers.Image
+        Further layers of the same spatial shape, each grey or RGB(A) likewise.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new array ``(*spatial, C)``, channels last in the order given (the image first),
+        of the common dtype (every channel is normalised on its own later). The layers'
+        data is copied, never modified.
+
+    Raises
+    ------
+    ImageError
+        When a layer's spatial shape differs from the image's, or a layer is the image.
+    """
+    shape = spatial_shape(image)
+    if any(layer is image for layer in layers):
+        raise ImageError(f"layer {image.name!r} is the image itself; choose other layers.")
+    parts = []
+    for layer in (image, *layers):
+        if spatial_shape(layer) != shape:
+            raise ImageError(
+                f"layer {layer.name!r} has spatial shape {spatial_shape(layer)} but image "
+                f"{image.name!r} has {shape}; only layers of the same shape can be combined "
+                "as channels (resample or crop the layer first)."
+            )
+        data = layer_image(layer)
+        parts.append(data[..., :3] if getattr(layer, "rgb", False) else data[..., np.newaxis])
+    return np.concatenate(parts, axis=-1)
