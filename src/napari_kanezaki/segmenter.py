@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import dataclasses
+import math
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,14 @@ from .devices import resolve_device, resolve_precision
 from .images import ImageError, number_segments, prepare_scribbles, to_network_input
 from .losses import pixel_weights, self_training_loss
 from .network import KanezakiNet
-from .stopping import StopRule
 from .preprocessing import make_augmenter, prepare_network_input
+from .stopping import StopRule
 from .superpixels import compute_superpixels, histogram, refine_by_superpixels
 
 __all__ = ["Segmenter", "TrainingState"]
 
 MODEL_FORMAT = "napari-kanezaki-model/1"
+_SEEDED_INIT_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -485,7 +487,10 @@ class Segmenter:
                 raise RuntimeError("warm_start=True needs a model: load one or train first.")
             self._check_channels(in_channels, spatial_dims)
             return
-        with torch.random.fork_rng(devices=[]):
+        # PyTorch's default initialisation draws from the global generator: serialise seeded
+        # initialisations so that concurrent runs (threads of a Dask batch, the widgets)
+        # cannot interleave their draws and change each other's weights.
+        with _SEEDED_INIT_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = KanezakiNet(in_channels, cfg.n_channels, cfg.n_conv, spatial_dims=spatial_dims)
         # Always in training mode: BatchNorm uses the current image's statistics, as published.
