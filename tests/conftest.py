@@ -24,3 +24,24 @@ def rgb_image() -> np.ndarray:
     from napari_kanezaki.samples import noisy_regions
 
     return noisy_regions((40, 48), noise=0.05, seed=3)[0]
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages shown as napari error notifications."""
+    shown: list[str] = []
+    monkeypatch.setattr("napari_kanezaki._notify.show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A napari viewer (needs a display: Xvfb via pytest-xvfb)."""
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer):
+    """The "Segment image" dock widget, docked through the plugin manifest."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-kanezaki", "Segment image")
+    return widget

@@ -17,36 +17,15 @@ from napari_kanezaki._widget_batch import BatchWidget
 from napari_kanezaki.images import ImageError
 from napari_kanezaki.samples import noisy_regions
 
+from widget_helpers import fast_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MANIFEST = ROOT / "src" / "napari_kanezaki" / "napari.yaml"
 FAST = {"n_channels": 24, "max_iter": 12, "min_labels": 1}
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    """Messages shown as napari error notifications."""
-    shown: list[str] = []
-    monkeypatch.setattr("napari_kanezaki._notify.show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-kanezaki", "Segment image")
-    return widget
-
-
 def set_params(panel, method: str = "st", **values) -> None:
-    panel.method.value = method
-    panel.device.value = "cpu"
-    panel.precision.value = "fp32"
-    for name, value in {**FAST, **values}.items():
-        panel.fields[name].value = value
+    fast_settings(panel, FAST, method, **values)
 
 
 def wait_done(qtbot, controls, timeout: int = 30_000) -> None:

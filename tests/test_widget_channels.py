@@ -10,34 +10,13 @@ from napari_kanezaki._widget import SegmentWidget, combine_channels
 from napari_kanezaki.images import ImageError
 from napari_kanezaki.samples import noisy_regions
 
+from widget_helpers import fast_settings
+
 FAST = {"n_channels": 24, "max_iter": 12, "min_labels": 1}
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    """Messages shown as napari error notifications."""
-    shown: list[str] = []
-    monkeypatch.setattr("napari_kanezaki._notify.show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-kanezaki", "Segment image")
-    return widget
-
-
 def set_params(panel, **values) -> None:
-    panel.method.value = "st"
-    panel.device.value = "cpu"
-    panel.precision.value = "fp32"
-    for name, value in {**FAST, **values}.items():
-        panel.fields[name].value = value
+    fast_settings(panel, FAST, **values)
 
 
 def channel_layers(viewer, shape=(48, 48)):

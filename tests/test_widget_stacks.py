@@ -7,26 +7,13 @@ import pytest
 
 from napari_kanezaki._widget import SegmentWidget
 
+from widget_helpers import fast_settings
+
 FAST = {"n_channels": 8, "max_iter": 6, "min_labels": 1}
 
 
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-kanezaki", "Segment image")
-    return widget
-
-
 def set_params(panel, **values) -> None:
-    panel.method.value = "st"
-    panel.device.value = "cpu"
-    panel.precision.value = "fp32"
-    for name, value in {**FAST, **values}.items():
-        panel.fields[name].value = value
+    fast_settings(panel, FAST, **values)
 
 
 def volume_layer(viewer, name="cells", shape=(5, 24, 24)):
