@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -93,3 +95,26 @@ def test_plan_workers_never_oversubscribes():
             assert workers * threads <= cores and workers <= n_jobs
     assert plan_workers(10, device="cuda", cores=16)[0] == 1
     assert plan_workers(10, workers=4, device="cpu", cores=16) == (4, 4)
+
+
+def test_cli_scheduler_address_runs_on_a_cluster(tmp_path, capsys):
+    from distributed import LocalCluster
+
+    images = tmp_path / "images"
+    make_jobs(tmp_path, tmp_path / "unused", names=("a", "b"))
+    common = ["--n-channels", "16", "--max-iter", "5", "--seed", "3", "--device", "cpu",
+              "--precision", "fp32", "-q"]
+    # The cluster's worker runs one job at a time with cores // 1 torch threads; results
+    # depend on the thread count (reduction order), so the sequential run uses the same.
+    threads = str(os.cpu_count() or 1)
+    assert main(["segment", str(images), "-o", str(tmp_path / "seq"), "--workers", "1",
+                 "--threads", threads, *common]) == 0
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://")
+        assert main(["segment", str(images), "-o", str(tmp_path / "dist"),
+                     "--scheduler", address, *common]) == 0
+    a, b = labels_of(tmp_path / "seq", "ab"), labels_of(tmp_path / "dist", "ab")
+    for name in "ab":
+        np.testing.assert_array_equal(a[name], b[name])
