@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -185,11 +186,22 @@ def test_demo_writes_the_readme_files(tmp_path, capsys):
 
 
 def test_example_script_calls_the_cli_demo(tmp_path):
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[1] / "examples" / "segment_sample.py"
     text = script.read_text()
     assert "main([\"demo\"" in text
     result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
                             text=True, check=True)
     assert "--max-iter" in result.stdout
+
+
+def test_readme_commands_match_the_project():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```bash\n")[1:3]]
+    demo, tests = blocks
+    assert demo.endswith("napari-kanezaki demo --output demo-output")
+    assert "-c constraints.txt" in demo
+    assert tests == "bash scripts/run_tests.sh"
+    assert "bash scripts/run_tests.sh" in (root / ".ci" / "run").read_text(encoding="utf-8")
+    assert "torch==2.13.0" in (root / "constraints.txt").read_text(encoding="utf-8")
+    assert "QUALITY_" not in readme and "SPEED_TABLE" not in readme  # no placeholders left
