@@ -112,18 +112,14 @@ class SegmentWidget(Container):
 
     def _scribble_choices(self, _widget: ComboBox) -> list[Labels]:
         """Labels layers whose shape is the selected image's spatial shape."""
-        image = self.image.value
-        if image is None:
-            return []
-        shape = spatial_shape(image)
-        return [
-            layer
-            for layer in self._viewer.layers
-            if isinstance(layer, Labels) and tuple(layer.data.shape) == shape
-        ]
+        return self._layers_shaped_like_image(Labels)
 
     def _channel_choices(self, _widget: Select) -> list[Image]:
         """Image layers other than the selected image with the same spatial shape."""
+        return self._layers_shaped_like_image(Image)
+
+    def _layers_shaped_like_image(self, kind: type) -> list:
+        """Layers of `kind`, other than the selected image, of its spatial shape."""
         image = self.image.value
         if image is None:
             return []
@@ -131,7 +127,7 @@ class SegmentWidget(Container):
         return [
             layer
             for layer in self._viewer.layers
-            if isinstance(layer, Image) and layer is not image and spatial_shape(layer) == shape
+            if isinstance(layer, kind) and layer is not image and spatial_shape(layer) == shape
         ]
 
     def reset_choices(self, *args, **kwargs) -> None:

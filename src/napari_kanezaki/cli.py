@@ -562,10 +562,7 @@ def _check_stack_inputs(args: argparse.Namespace, config, images: list[Path]) ->
     Reads only the files' headers: the core's own check (`stacks.check_stack_mode`) on an
     image of the file's shape and dtype.
     """
-    import numpy as np
-
-    from .images import ImageError, ImageSource
-    from .io import image_header
+    from .images import ImageError
     from .preprocessing import check_stack_preprocessing
     from .stacks import check_stack_mode
 
@@ -580,38 +577,42 @@ def _check_stack_inputs(args: argparse.Namespace, config, images: list[Path]) ->
     for path in images:
         if path.suffix.lower() == ".mat":
             continue
-        try:
-            shape, dtype = image_header(path)
-        except ValueError:
+        source = _header_source(path, args.channel_axis)
+        if source is None:
             continue  # unreadable: its job fails and reports it, the others run
-        try:
-            source = ImageSource(np.broadcast_to(np.zeros((), dtype), shape),
-                                 channel_axis=args.channel_axis)
-        except ImageError as exc:
-            raise CLIError(f"{path} (shape {shape}): {exc} (set with --channel-axis)") from exc
         try:
             check_stack_mode(source, args.stack_mode)
         except ImageError as exc:
             raise CLIError(f"{path}: {exc} (set with --stack-mode / --channel-axis)") from exc
 
 
-def _check_2d_inputs(args: argparse.Namespace, images: list[Path]) -> None:
-    """`predict` takes 2-D images: refuse stacks before any work, saying what to do."""
+def _header_source(path: Path, channel_axis: int | None):
+    """An `ImageSource` of a file's shape and dtype, from its header only (no pixel read).
+
+    Returns None for an unreadable file (its job fails later and reports it); a layout the
+    core refuses becomes a `CLIError` naming the file.
+    """
     import numpy as np
 
     from .images import ImageError, ImageSource
     from .io import image_header
 
+    try:
+        shape, dtype = image_header(path)
+    except ValueError:
+        return None
+    try:
+        return ImageSource(np.broadcast_to(np.zeros((), dtype), shape), channel_axis=channel_axis)
+    except ImageError as exc:
+        raise CLIError(f"{path} (shape {shape}): {exc} (set with --channel-axis)") from exc
+
+
+def _check_2d_inputs(args: argparse.Namespace, images: list[Path]) -> None:
+    """`predict` takes 2-D images: refuse stacks before any work, saying what to do."""
     for path in images:
-        try:
-            shape, dtype = image_header(path)
-        except ValueError:
+        source = _header_source(path, args.channel_axis)
+        if source is None:
             continue  # unreadable: its job fails and reports it, the others run
-        try:
-            source = ImageSource(np.broadcast_to(np.zeros((), dtype), shape),
-                                 channel_axis=args.channel_axis)
-        except ImageError as exc:
-            raise CLIError(f"{path} (shape {shape}): {exc} (set with --channel-axis)") from exc
         if source.spatial_ndim != 2:
             raise CLIError(
                 f"{path} is a stack or volume (spatial shape {source.spatial_shape}); predict "
