@@ -33,6 +33,7 @@ import torch
 
 from napari_kanezaki import Segmenter, SPConfig, STConfig
 from napari_kanezaki.devices import resolve_device
+from napari_kanezaki.evaluation import score_annotators
 
 from common import (
     BSDS_IDS,
@@ -44,7 +45,6 @@ from common import (
     load_bsds_image,
     machine_info,
 )
-from napari_kanezaki.evaluation import score_annotators
 from published_baseline import run_published
 
 METHODS = ("sp", "st")

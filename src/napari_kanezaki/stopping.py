@@ -87,5 +87,5 @@ class StopRule:
                 n_labels == self._previous_count
             )
             self._stable = torch.where(stable, self._stable.to(stable.device) + 1, 0)
-        self._previous = channels.clone()
+        self._previous = channels  # a fresh tensor every iteration, never modified
         self._previous_count = n_labels
