@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from napari_kanezaki import Segmenter, SPConfig, STConfig
-from napari_kanezaki.devices import resolve_device
+from napari_kanezaki.core.devices import resolve_device
 
 from common import (
     add_run_arguments,
@@ -225,7 +225,7 @@ def add_floor_and_time_to_result(
     plateau_iter: int,
 ) -> None:
     """Add the machine's floor and (when `plateau_iter` > 0) a timed complete run to rows."""
-    from napari_kanezaki.devices import resolve_precision
+    from napari_kanezaki.core.devices import resolve_precision
 
     dtype = resolve_precision("auto", device) or torch.float32
     shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)

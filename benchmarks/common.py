@@ -88,7 +88,7 @@ def benchmark_image(path: str | None = None) -> tuple[np.ndarray, str]:
     elif bsds_image_path(BSDS_IDS[0]).is_file():
         image, source = load_bsds_image(BSDS_IDS[0]), f"BSDS500 {BSDS_IDS[0]}.jpg"
     else:
-        from napari_kanezaki.samples import immunohistochemistry
+        from napari_kanezaki.imaging.samples import immunohistochemistry
 
         image = immunohistochemistry()
         source = f"bundled immunohistochemistry sample ({DATA_DIR} not found)"
@@ -109,7 +109,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         torch version, thread counts, CPU model and flags, torch's CPU capability, the
         device, its name (for CUDA) and the precision the project picks there by default.
     """
-    from napari_kanezaki.devices import resolve_precision
+    from napari_kanezaki.core.devices import resolve_precision
 
     model, flags = _cpu_model_and_flags()
     dtype = resolve_precision("auto", device)

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from napari_kanezaki import Segmenter, SPConfig, STConfig
-from napari_kanezaki.devices import resolve_device
-from napari_kanezaki.evaluation import score_annotators
+from napari_kanezaki.core.devices import resolve_device
+from napari_kanezaki.workflows.evaluation import score_annotators
 
 from common import (
     BSDS_IDS,

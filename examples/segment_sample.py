@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from napari_kanezaki.cli import main
+from napari_kanezaki.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["demo", *sys.argv[1:]]))

@@ -21,7 +21,7 @@ def shared_data() -> Path:
 @pytest.fixture
 def rgb_image() -> np.ndarray:
     """A small uint8 RGB image with three regions."""
-    from napari_kanezaki.samples import noisy_regions
+    from napari_kanezaki.imaging.samples import noisy_regions
 
     return noisy_regions((40, 48), noise=0.05, seed=3)[0]
 
@@ -30,7 +30,7 @@ def rgb_image() -> np.ndarray:
 def errors(monkeypatch):
     """Messages shown as napari error notifications."""
     shown: list[str] = []
-    monkeypatch.setattr("napari_kanezaki._notify.show_error", shown.append)
+    monkeypatch.setattr("napari_kanezaki.plugin.notify.show_error", shown.append)
     return shown
 
 

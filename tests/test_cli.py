@@ -14,8 +14,8 @@ import pytest
 import tifffile
 
 from napari_kanezaki import Segmenter, SPConfig, STConfig, load_config
-from napari_kanezaki.cli import FIELD_HELP, build_parser, main
-from napari_kanezaki.samples import noisy_regions
+from napari_kanezaki.cli.main import FIELD_HELP, build_parser, main
+from napari_kanezaki.imaging.samples import noisy_regions
 
 TINY = ["--n-channels", "16", "--max-iter", "5", "--device", "cpu", "--precision", "fp32",
         "-q"]
@@ -50,8 +50,8 @@ def test_every_config_field_has_cli_help_and_every_subcommand_has_help(capsys):
 
 
 def test_importing_the_cli_imports_no_heavy_library():
-    code = ("import sys, napari_kanezaki, napari_kanezaki.cli, napari_kanezaki.batch, "
-            "napari_kanezaki.tuning, napari_kanezaki.evaluation; "
+    code = ("import sys, napari_kanezaki, napari_kanezaki.cli.main, napari_kanezaki.workflows.batch, "
+            "napari_kanezaki.workflows.tuning, napari_kanezaki.workflows.evaluation; "
             "heavy = {'torch', 'dask', 'optuna', 'distributed'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from sklearn.metrics import adjusted_rand_score
 
-from napari_kanezaki.evaluation import (
+from napari_kanezaki.workflows.evaluation import (
     adjusted_rand_index,
     best_match_iou,
     best_match_miou,

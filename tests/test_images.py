@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_kanezaki import ImageError
-from napari_kanezaki.images import (
+from napari_kanezaki.imaging.images import (
     number_segments,
     prepare_scribbles,
     scribbles_from_published,

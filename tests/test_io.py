@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_kanezaki import Segmenter, load_config
-from napari_kanezaki.io import overlay, read_image, save_labels, save_overlay
+from napari_kanezaki.imaging.io import overlay, read_image, save_labels, save_overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_sample_script_writes_every_output(tmp_path):
     assert read_image(out / "overlay.png").shape == (256, 256, 3)
     assert load_config(out / "config.toml").max_iter == 3
     model = Segmenter.load(out / "model.pt", device="cpu")
-    from napari_kanezaki.samples import immunohistochemistry
+    from napari_kanezaki.imaging.samples import immunohistochemistry
 
     np.testing.assert_array_equal(model.predict(immunohistochemistry(256)), labels)
     rerun = subprocess.run(cmd, capture_output=True, text=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_kanezaki.losses import pixel_weights, self_training_loss
+from napari_kanezaki.core.losses import pixel_weights, self_training_loss
 
 
 def published_st_loss(response, scribbles=None, w_sim=1.0, w_con=1.0, w_scr=0.5):

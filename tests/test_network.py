@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_kanezaki.network import KanezakiNet
+from napari_kanezaki.core.network import KanezakiNet
 
 
 @pytest.mark.parametrize("n_conv", [1, 2, 4])

@@ -31,12 +31,12 @@ def test_wheel_contains_a_valid_manifest_and_entry_point(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-        assert "napari-kanezaki = napari_kanezaki:napari.yaml" in archive.read(
+        assert "napari-kanezaki = napari_kanezaki.plugin:napari.yaml" in archive.read(
             entry_points
         ).decode()
-        assert "napari_kanezaki/presets/paper-sp.toml" in names
-        archive.extract("napari_kanezaki/napari.yaml", tmp_path / "unpacked")
-    manifest = PluginManifest.from_file(tmp_path / "unpacked" / "napari_kanezaki" / "napari.yaml")
+        assert "napari_kanezaki/core/presets/paper-sp.toml" in names
+        archive.extract("napari_kanezaki/plugin/napari.yaml", tmp_path / "unpacked")
+    manifest = PluginManifest.from_file(tmp_path / "unpacked" / "napari_kanezaki" / "plugin" / "napari.yaml")
     manifest.validate_imports()
     assert manifest.name == "napari-kanezaki"
     assert {w.display_name for w in manifest.contributions.widgets} == {

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from napari_kanezaki import ConfigError, Segmenter, SPConfig, STConfig
-from napari_kanezaki.config import PRESETS, load_preset, preset_path
-from napari_kanezaki.images import ImageError, to_network_input
-from napari_kanezaki.preprocessing import (
+from napari_kanezaki.core.config import PRESETS, load_preset, preset_path
+from napari_kanezaki.imaging.images import ImageError, to_network_input
+from napari_kanezaki.imaging.preprocessing import (
     AUGMENT_TILES,
     Geometry,
     clahe,
@@ -153,7 +153,7 @@ def test_crop_larger_than_image_is_a_clear_error():
 
 
 def test_preprocessing_module_does_not_import_torch():
-    code = ("import sys, napari_kanezaki.preprocessing, napari_kanezaki.config; "
+    code = ("import sys, napari_kanezaki.imaging.preprocessing, napari_kanezaki.core.config; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -198,7 +198,7 @@ def test_warm_start_from_checkpoint(tmp_path, rgb_image):
 
 def test_parameter_panel_round_trips_the_preprocessing_fields(qtbot):
     pytest.importorskip("magicgui")
-    from napari_kanezaki._params import ParameterPanel
+    from napari_kanezaki.plugin.parameters import ParameterPanel
 
     panel = ParameterPanel("sp")
     assert panel.config() == SPConfig()

@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from napari_kanezaki import ConfigError, ImageError, Segmenter, SPConfig, STConfig, segment
-from napari_kanezaki.samples import noisy_regions
+from napari_kanezaki.imaging.samples import noisy_regions
 
 FAST_ST = STConfig(n_channels=16, max_iter=5)
 FAST_SP = SPConfig(n_channels=16, max_iter=5, n_segments=100, compactness=10)
@@ -248,7 +248,7 @@ def test_usage_errors_are_explained(rgb_image):
 
 
 def test_device_selection():
-    from napari_kanezaki.devices import available_devices, resolve_device
+    from napari_kanezaki.core.devices import available_devices, resolve_device
 
     assert available_devices()[-1] == "cpu"
     assert resolve_device("auto").type == available_devices()[0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from napari_kanezaki import Segmenter, STConfig
-from napari_kanezaki.images import scribbles_from_published
-from napari_kanezaki.io import read_image
+from napari_kanezaki.imaging.images import scribbles_from_published
+from napari_kanezaki.imaging.io import read_image
 
 
 def test_paper_scribbles_keep_their_classes_on_a_voc_image(shared_data):

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from napari_kanezaki import ImageError, SPConfig, STConfig, segment
-from napari_kanezaki.stacks import run_to_end, segment_iter
+from napari_kanezaki.workflows.stacks import run_to_end, segment_iter
 
 FAST = {"device": "cpu", "precision": "fp32"}
 # Tuned on the volume below: SP with supervoxels stops at 3 labels in ~20-40 updates.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_kanezaki.superpixels import compute_superpixels, refine_by_superpixels
+from napari_kanezaki.core.superpixels import compute_superpixels, refine_by_superpixels
 
 
 def published_refinement(target: np.ndarray, superpixels: np.ndarray) -> np.ndarray:

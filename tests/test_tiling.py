@@ -7,9 +7,9 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from napari_kanezaki import ImageError, Segmenter, SPConfig, STConfig, segment
-from napari_kanezaki.images import ImageSource, NormalizedImage
-from napari_kanezaki.samples import noisy_regions
-from napari_kanezaki.tiling import (
+from napari_kanezaki.imaging.images import ImageSource, NormalizedImage
+from napari_kanezaki.imaging.samples import noisy_regions
+from napari_kanezaki.core.tiling import (
     create_output,
     fix_batchnorm_statistics,
     iter_tiles,

@@ -6,9 +6,9 @@ import tifffile
 import pytest
 
 from napari_kanezaki import ConfigError, STConfig, load_config
-from napari_kanezaki.cli import main
-from napari_kanezaki.samples import noisy_regions
-from napari_kanezaki.tuning import parse_space_overrides, search_space
+from napari_kanezaki.cli.main import main
+from napari_kanezaki.imaging.samples import noisy_regions
+from napari_kanezaki.workflows.tuning import parse_space_overrides, search_space
 
 QUICK = ["--space", "max_iter=2:4", "--space", "n_channels=8:16", "--space", "n_conv=1:2",
          "--device", "cpu", "--precision", "fp32", "-q"]

@@ -12,15 +12,15 @@ import pytest
 from npe2 import PluginManifest
 
 from napari_kanezaki import SPConfig, STConfig
-from napari_kanezaki._widget import SegmentWidget
-from napari_kanezaki._widget_batch import BatchWidget
-from napari_kanezaki.images import ImageError
-from napari_kanezaki.samples import noisy_regions
+from napari_kanezaki.plugin.segment_widget import SegmentWidget
+from napari_kanezaki.plugin.batch_widget import BatchWidget
+from napari_kanezaki.imaging.images import ImageError
+from napari_kanezaki.imaging.samples import noisy_regions
 
 from widget_helpers import fast_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_MANIFEST = ROOT / "src" / "napari_kanezaki" / "napari.yaml"
+PACKAGE_MANIFEST = ROOT / "src" / "napari_kanezaki" / "plugin" / "napari.yaml"
 FAST = {"n_channels": 24, "max_iter": 12, "min_labels": 1}
 
 
@@ -52,8 +52,8 @@ def test_manifest_validates_and_is_installed():
 
 def test_widget_import_does_not_import_torch():
     code = (
-        "import sys, napari_kanezaki._widget, napari_kanezaki._widget_batch, "
-        "napari_kanezaki._sample_data; assert 'torch' not in sys.modules, 'torch imported'"
+        "import sys, napari_kanezaki.plugin.segment_widget, napari_kanezaki.plugin.batch_widget, "
+        "napari_kanezaki.plugin.sample_data; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from napari_kanezaki._widget import SegmentWidget, combine_channels
-from napari_kanezaki.images import ImageError
-from napari_kanezaki.samples import noisy_regions
+from napari_kanezaki.plugin.segment_widget import SegmentWidget, combine_channels
+from napari_kanezaki.imaging.images import ImageError
+from napari_kanezaki.imaging.samples import noisy_regions
 
 from widget_helpers import fast_settings
 

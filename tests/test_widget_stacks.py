@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_kanezaki._widget import SegmentWidget
+from napari_kanezaki.plugin.segment_widget import SegmentWidget
 
 from widget_helpers import fast_settings
 

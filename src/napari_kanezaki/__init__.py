@@ -12,31 +12,31 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SPConfig": "config",
-    "STConfig": "config",
-    "ConfigError": "config",
-    "load_config": "config",
-    "ImageError": "images",
-    "ImageSource": "images",
-    "NormalizedImage": "images",
-    "segment_iter": "stacks",
-    "SegmentationResult": "stacks",
-    "STACK_MODES": "stacks",
-    "Segmenter": "segmenter",
-    "TrainingState": "segmenter",
-    "segment": "api",
-    "available_devices": "devices",
+    "SPConfig": "core.config",
+    "STConfig": "core.config",
+    "ConfigError": "core.config",
+    "load_config": "core.config",
+    "ImageError": "imaging.images",
+    "ImageSource": "imaging.images",
+    "NormalizedImage": "imaging.images",
+    "segment_iter": "workflows.stacks",
+    "SegmentationResult": "workflows.stacks",
+    "STACK_MODES": "workflows.stacks",
+    "Segmenter": "core.segmenter",
+    "TrainingState": "core.segmenter",
+    "segment": "workflows.api",
+    "available_devices": "core.devices",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import segment
-    from .config import ConfigError, SPConfig, STConfig, load_config
-    from .devices import available_devices
-    from .images import ImageError, ImageSource, NormalizedImage
-    from .stacks import STACK_MODES, SegmentationResult, segment_iter
-    from .segmenter import Segmenter, TrainingState
+    from .workflows.api import segment
+    from .core.config import ConfigError, SPConfig, STConfig, load_config
+    from .core.devices import available_devices
+    from .imaging.images import ImageError, ImageSource, NormalizedImage
+    from .workflows.stacks import STACK_MODES, SegmentationResult, segment_iter
+    from .core.segmenter import Segmenter, TrainingState
 
 
 def __getattr__(name: str) -> Any:

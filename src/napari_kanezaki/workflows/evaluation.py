@@ -265,7 +265,7 @@ def read_labels(path: str | Path) -> np.ndarray:
     -------
     numpy.ndarray
     """
-    from .io import read_image
+    from napari_kanezaki.imaging.io import read_image
 
     path = Path(path)
     array = read_image(path)

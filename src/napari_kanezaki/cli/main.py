@@ -95,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from .config import ConfigError
-    from .images import ImageError
+    from napari_kanezaki.core.config import ConfigError
+    from napari_kanezaki.imaging.images import ImageError
 
     try:
         return int(args.handler(args) or 0)
@@ -230,7 +230,7 @@ def _output_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _config_options(p: argparse.ArgumentParser) -> None:
-    from .config import PRESETS, SPConfig, STConfig
+    from napari_kanezaki.core.config import PRESETS, SPConfig, STConfig
 
     group = p.add_argument_group(
         "configuration",
@@ -286,7 +286,7 @@ def _runtime_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
 
 
 def _stack_options(p: argparse.ArgumentParser) -> None:
-    from .stacks import STACK_MODES
+    from napari_kanezaki.workflows.stacks import STACK_MODES
 
     group = p.add_argument_group(
         "stacks, volumes and large images",
@@ -378,7 +378,7 @@ def build_config(args: argparse.Namespace):
     -------
     SPConfig or STConfig
     """
-    from .config import ConfigError, load_config, load_preset
+    from napari_kanezaki.core.config import ConfigError, load_config, load_preset
 
     method = args.method
     if args.config is not None:
@@ -489,8 +489,8 @@ def write_run_files(outdir: Path, config, runtime: dict[str, Any], overwrite: bo
     A rerun into the same folder (resume) accepts existing files that describe the same run
     and refuses ones that do not, unless `overwrite`.
     """
-    from . import __version__
-    from .config import load_config
+    from napari_kanezaki import __version__
+    from napari_kanezaki.core.config import load_config
 
     outdir.mkdir(parents=True, exist_ok=True)
     config_path, run_path = outdir / "config.toml", outdir / "run.json"
@@ -525,7 +525,7 @@ def _summary(results, started: float, outdir: Path) -> int:
 
 # -- commands -----------------------------------------------------------------------------------
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from .batch import Job, run_jobs
+    from napari_kanezaki.workflows.batch import Job, run_jobs
 
     config = build_config(args)
     images = expand_inputs(args.inputs)
@@ -562,9 +562,9 @@ def _check_stack_inputs(args: argparse.Namespace, config, images: list[Path]) ->
     Reads only the files' headers: the core's own check (`stacks.check_stack_mode`) on an
     image of the file's shape and dtype.
     """
-    from .images import ImageError
-    from .preprocessing import check_stack_preprocessing
-    from .stacks import check_stack_mode
+    from napari_kanezaki.imaging.images import ImageError
+    from napari_kanezaki.imaging.preprocessing import check_stack_preprocessing
+    from napari_kanezaki.workflows.stacks import check_stack_mode
 
     if args.spacing is not None and args.stack_mode is None:
         raise CLIError("--spacing is the voxel size of a stack or volume; it needs --stack-mode.")
@@ -594,8 +594,8 @@ def _header_source(path: Path, channel_axis: int | None):
     """
     import numpy as np
 
-    from .images import ImageError, ImageSource
-    from .io import image_header
+    from napari_kanezaki.imaging.images import ImageError, ImageSource
+    from napari_kanezaki.imaging.io import image_header
 
     try:
         shape, dtype = image_header(path)
@@ -625,7 +625,7 @@ def _single_with_progress(job, config, quiet: bool):
     """One image in this process, with an iteration progress bar."""
     from tqdm.auto import tqdm
 
-    from .batch import JobResult, run_job
+    from napari_kanezaki.workflows.batch import JobResult, run_job
 
     if not job.overwrite and job.outputs.labels.exists():
         return JobResult(job.name, "skipped", "outputs exist")
@@ -649,8 +649,8 @@ def _single_with_progress(job, config, quiet: bool):
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .io import read_image
-    from .segmenter import Segmenter
+    from napari_kanezaki.imaging.io import read_image
+    from napari_kanezaki.core.segmenter import Segmenter
 
     config = build_config(args)
     refs = expand_inputs(args.inputs, "reference image")
@@ -682,8 +682,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .batch import Job, run_jobs
-    from .segmenter import Segmenter
+    from napari_kanezaki.workflows.batch import Job, run_jobs
+    from napari_kanezaki.core.segmenter import Segmenter
 
     model = Segmenter.load(args.model, device="cpu")  # checks the file before any work
     images = expand_inputs(args.inputs)
@@ -704,7 +704,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_files, summarize
+    from napari_kanezaki.workflows.evaluation import evaluate_files, summarize
 
     preds = expand_inputs(args.predictions, "prediction")
     gts = expand_inputs(args.gt, "ground-truth")
@@ -733,7 +733,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .tuning import parse_space_overrides, tune
+    from napari_kanezaki.workflows.tuning import parse_space_overrides, tune
 
     config = build_config(args)
     if args.output.exists() and not args.overwrite:
@@ -759,9 +759,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """The README's main job: segment the bundled sample, write the four result files."""
     from tqdm.auto import tqdm
 
-    from .batch import output_paths, process_image
-    from .config import config_for_method
-    from .samples import immunohistochemistry
+    from napari_kanezaki.workflows.batch import output_paths, process_image
+    from napari_kanezaki.core.config import config_for_method
+    from napari_kanezaki.imaging.samples import immunohistochemistry
 
     image = immunohistochemistry(args.size)
     config = config_for_method(args.method)(max_iter=args.max_iter)

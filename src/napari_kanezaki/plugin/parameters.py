@@ -24,8 +24,8 @@ from magicgui.widgets import (
     show_file_dialog,
 )
 
-from .config import Config, SPConfig, STConfig, config_for_method
-from ._notify import report_errors
+from napari_kanezaki.core.config import Config, SPConfig, STConfig, config_for_method
+from napari_kanezaki.plugin.notify import report_errors
 
 __all__ = ["ParameterPanel"]
 
@@ -81,7 +81,7 @@ _ADVANCED = (
 
 def _device_choices(_widget: ComboBox) -> list[str]:
     """``"auto"`` and the devices PyTorch can use here (imports torch on first call)."""
-    from .devices import available_devices
+    from napari_kanezaki.core.devices import available_devices
 
     return ["auto", *available_devices()]
 
@@ -199,7 +199,7 @@ class ParameterPanel(Container):
         SPConfig or STConfig
             The configuration read.
         """
-        from .config import load_config
+        from napari_kanezaki.core.config import load_config
 
         config = load_config(path)
         self.set_config(config)

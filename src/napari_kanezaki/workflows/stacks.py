@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .config import Config, SPConfig
-from .images import ImageError, ImageSource, NormalizedImage
-from .tiling import (
+from napari_kanezaki.core.config import Config, SPConfig
+from napari_kanezaki.imaging.images import ImageError, ImageSource, NormalizedImage
+from napari_kanezaki.core.tiling import (
     DEFAULT_MEMORY_BUDGET,
     Progress,
     check_tile_shape,
@@ -53,7 +53,7 @@ from .tiling import (
 )
 
 if TYPE_CHECKING:
-    from .segmenter import Segmenter
+    from napari_kanezaki.core.segmenter import Segmenter
 
 __all__ = ["STACK_MODES", "SegmentationResult", "check_stack_mode", "segment_iter", "run_to_end"]
 
@@ -348,7 +348,7 @@ class _Job:
         return shape_for_budget(model_shape, max(1, self.budget // per_pixel // self.n_crops))
 
     def segmenter(self) -> Segmenter:
-        from .segmenter import Segmenter
+        from napari_kanezaki.core.segmenter import Segmenter
 
         return Segmenter(self.config, spacing=self.spacing, **self.runtime)
 
@@ -449,7 +449,7 @@ class _Job:
 
     # -- one shared model over planes ------------------------------------------------------
     def shared(self, output: Any, tile: tuple[int, ...]):
-        from .segmenter import Segmenter
+        from napari_kanezaki.core.segmenter import Segmenter
 
         shape = self.source.spatial_shape
         lead_shape = shape[:-2]

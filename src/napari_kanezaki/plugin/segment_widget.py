@@ -17,10 +17,10 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels
 
-from ._jobs import segment_each, segment_stack
-from ._notify import report_errors
-from ._params import ParameterPanel
-from ._runner import (
+from napari_kanezaki.plugin.jobs import segment_each, segment_stack
+from napari_kanezaki.plugin.notify import report_errors
+from napari_kanezaki.plugin.parameters import ParameterPanel
+from napari_kanezaki.plugin.runner import (
     RunControls,
     add_output_layer,
     layer_data,
@@ -28,7 +28,7 @@ from ._runner import (
     spatial_ndim,
     spatial_shape,
 )
-from .images import ImageError, NormalizedImage, to_network_input
+from napari_kanezaki.imaging.images import ImageError, NormalizedImage, to_network_input
 
 if TYPE_CHECKING:
     import napari

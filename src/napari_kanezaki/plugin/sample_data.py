@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .samples import immunohistochemistry, noisy_regions
+from napari_kanezaki.imaging.samples import immunohistochemistry, noisy_regions
 
 __all__ = ["immunohistochemistry_sample", "noisy_regions_sample"]
 

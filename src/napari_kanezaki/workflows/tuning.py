@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, ConfigError, SPConfig
+from napari_kanezaki.core.config import Config, ConfigError, SPConfig
 
 __all__ = ["DEFAULT_SPACE", "TuneResult", "parse_space_overrides", "search_space", "tune"]
 
@@ -217,9 +217,9 @@ def tune(
     """
     import optuna
 
-    from .evaluation import _match_key, read_ground_truth, score_annotators
-    from .io import read_image
-    from .segmenter import Segmenter
+    from napari_kanezaki.workflows.evaluation import _match_key, read_ground_truth, score_annotators
+    from napari_kanezaki.imaging.io import read_image
+    from napari_kanezaki.core.segmenter import Segmenter
 
     if n_trials < 1:
         raise ConfigError(f"n_trials must be >= 1, got {n_trials}.")

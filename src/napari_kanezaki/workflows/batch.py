@@ -208,8 +208,8 @@ def process_image(
         int32 labels of the image's spatial shape.
     segmenter : Segmenter
     """
-    from .io import save_labels, save_overlay
-    from .segmenter import Segmenter
+    from napari_kanezaki.imaging.io import save_labels, save_overlay
+    from napari_kanezaki.core.segmenter import Segmenter
 
     if not overwrite:
         existing = [str(p) for p in outputs.all() if p.exists()]
@@ -301,9 +301,9 @@ def process_stack(
     """
     import shutil
 
-    from .images import ImageSource
-    from .io import save_labels, save_overlay
-    from .preprocessing import (
+    from napari_kanezaki.imaging.images import ImageSource
+    from napari_kanezaki.imaging.io import save_labels, save_overlay
+    from napari_kanezaki.imaging.preprocessing import (
         apply_planes,
         check_stack_preprocessing,
         is_active,
@@ -311,8 +311,8 @@ def process_stack(
         restore_planes,
         without_preprocessing,
     )
-    from .stacks import check_stack_mode, segment_iter
-    from .tiling import create_output
+    from napari_kanezaki.workflows.stacks import check_stack_mode, segment_iter
+    from napari_kanezaki.core.tiling import create_output
 
     if not overwrite:
         existing = [str(p) for p in outputs.all() if p.exists()]
@@ -417,9 +417,9 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
     start = time.perf_counter()
     try:
         _set_torch_threads(job.torch_threads)
-        from .config import config_for_method
-        from .images import scribbles_from_published
-        from .io import open_image, read_image
+        from napari_kanezaki.core.config import config_for_method
+        from napari_kanezaki.imaging.images import scribbles_from_published
+        from napari_kanezaki.imaging.io import open_image, read_image
 
         scribbles = None
         if job.scribbles is not None:
@@ -650,7 +650,7 @@ def _set_torch_threads(threads: int | None) -> None:
 
 
 def _has_accelerator() -> bool:
-    from .devices import resolve_device
+    from napari_kanezaki.core.devices import resolve_device
 
     return resolve_device("auto").type != "cpu"
 

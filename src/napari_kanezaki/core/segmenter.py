@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config, ConfigError, SPConfig, STConfig, config_for_method
-from .devices import resolve_device, resolve_precision
-from .images import ImageError, number_segments, prepare_scribbles, to_network_input
-from .losses import pixel_weights, self_training_loss
-from .network import KanezakiNet
-from .preprocessing import make_augmenter, prepare_network_input
-from .stopping import StopRule
-from .superpixels import compute_superpixels, histogram, refine_by_superpixels
+from napari_kanezaki.core.config import Config, ConfigError, SPConfig, STConfig, config_for_method
+from napari_kanezaki.core.devices import resolve_device, resolve_precision
+from napari_kanezaki.imaging.images import ImageError, number_segments, prepare_scribbles, to_network_input
+from napari_kanezaki.core.losses import pixel_weights, self_training_loss
+from napari_kanezaki.core.network import KanezakiNet
+from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_network_input
+from napari_kanezaki.core.stopping import StopRule
+from napari_kanezaki.core.superpixels import compute_superpixels, histogram, refine_by_superpixels
 
 __all__ = ["Segmenter", "TrainingState"]
 

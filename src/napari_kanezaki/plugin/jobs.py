@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import Config
+from napari_kanezaki.core.config import Config
 
 if TYPE_CHECKING:
-    from .segmenter import Segmenter
+    from napari_kanezaki.core.segmenter import Segmenter
 
 __all__ = [
     "Update",
@@ -101,7 +101,7 @@ def segment_each(
     ------
     Update
     """
-    from .segmenter import Segmenter
+    from napari_kanezaki.core.segmenter import Segmenter
 
     total = len(images) * config.max_iter
     done = 0
@@ -166,7 +166,7 @@ def segment_stack(
     ------
     Update
     """
-    from .stacks import segment_iter
+    from napari_kanezaki.workflows.stacks import segment_iter
 
     generator = segment_iter(
         image,
@@ -239,7 +239,7 @@ def fit_and_apply(
     ------
     Update
     """
-    from .segmenter import Segmenter
+    from napari_kanezaki.core.segmenter import Segmenter
 
     segmenter = Segmenter(config, **runtime)
     n_updates = 0
@@ -276,7 +276,7 @@ def apply_saved(
     ------
     Update
     """
-    from .segmenter import Segmenter
+    from napari_kanezaki.core.segmenter import Segmenter
 
     segmenter = Segmenter.load(path, device=runtime["device"], precision=runtime["precision"])
     yield from _predict_all(segmenter, targets, 0, stop)

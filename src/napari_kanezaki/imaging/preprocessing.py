@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import ImageError, to_network_input
+from napari_kanezaki.imaging.images import ImageError, to_network_input
 
 __all__ = [
     "AUGMENT_CLIP",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, ConfigError, config_for_method
+from napari_kanezaki.core.config import Config, ConfigError, config_for_method
 
 __all__ = ["segment"]
 
@@ -50,7 +50,7 @@ def segment(
     stack_mode : {"independent", "shared", "3d"}, optional
         For images with more than two spatial axes: a model per plane, one model shared
         by all planes (same material, same id in every plane), or a 3-D network. See
-        `napari_kanezaki.stacks`.
+        `napari_kanezaki.workflows.stacks`.
     spacing : sequence of float, optional
         Pixel/voxel size per spatial axis (anisotropic volumes: weights the 3-D continuity
         term per axis and is SLIC's spacing).
@@ -80,7 +80,7 @@ def segment(
     --------
     >>> labels = segment(image, method="sp", max_iter=200, seed=1)
     """
-    from .segmenter import Segmenter
+    from napari_kanezaki.core.segmenter import Segmenter
 
     config_class = config_for_method(method)
     if config is None:
@@ -95,7 +95,7 @@ def segment(
         config = config.replace(**options)
     channel_axis = runtime.get("channel_axis")
     if _needs_engine(image, config, channel_axis, stack_mode, rgb, memory_budget, tile_shape, out):
-        from .stacks import run_to_end, segment_iter
+        from napari_kanezaki.workflows.stacks import run_to_end, segment_iter
 
         result = run_to_end(
             segment_iter(
@@ -143,8 +143,8 @@ def _needs_engine(
         return True
     if not isinstance(image, np.ndarray):
         return True  # dask, zarr, lists...: read by ImageSource
-    from .images import ImageSource
-    from .tiling import DEFAULT_MEMORY_BUDGET, fits_budget
+    from napari_kanezaki.imaging.images import ImageSource
+    from napari_kanezaki.core.tiling import DEFAULT_MEMORY_BUDGET, fits_budget
 
     source = ImageSource(image, channel_axis=channel_axis)
     if source.spatial_ndim != 2:

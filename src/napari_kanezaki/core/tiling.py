@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .config import SPConfig, STConfig
-from .images import ImageError, segment_numbering
+from napari_kanezaki.core.config import SPConfig, STConfig
+from napari_kanezaki.imaging.images import ImageError, segment_numbering
 
 if TYPE_CHECKING:
-    from .segmenter import Segmenter, TrainingState
+    from napari_kanezaki.core.segmenter import Segmenter, TrainingState
 
 __all__ = [
     "Progress",
@@ -269,9 +269,9 @@ def train_on_crops(
     """
     import torch
 
-    from .images import prepare_scribbles
-    from .segmenter import _make_optimizer, _superpixel_view
-    from .superpixels import compute_superpixels
+    from napari_kanezaki.imaging.images import prepare_scribbles
+    from napari_kanezaki.core.segmenter import _make_optimizer, _superpixel_view
+    from napari_kanezaki.core.superpixels import compute_superpixels
 
     cfg = segmenter.config
     shape = tuple(source.spatial_shape)

@@ -21,8 +21,8 @@ from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 
-from ._jobs import Job, JobResult, Update
-from ._notify import notify_error, report_errors
+from napari_kanezaki.plugin.jobs import Job, JobResult, Update
+from napari_kanezaki.plugin.notify import notify_error, report_errors
 
 __all__ = [
     "RunControls",
