@@ -13,7 +13,8 @@ import zarr
 
 from napari_kanezaki import Segmenter, STConfig, load_config, segment
 from napari_kanezaki.workflows.batch import output_paths, process_stack
-from napari_kanezaki.cli.main import main, parse_bytes
+from napari_kanezaki.cli import main
+from napari_kanezaki.cli.parser import parse_bytes
 from napari_kanezaki.imaging.preprocessing import preprocess, preprocess_planes, restore_planes
 
 from test_stacks import blob_volume
