@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from napari_kanezaki.core.segmenter import argmax_channels
+from napari_kanezaki.core.training import argmax_channels
 from napari_kanezaki.core.superpixels import histogram
 
 

@@ -99,10 +99,9 @@ def test_four_channel_uint16_stack_and_float_data():
 
 
 def test_anisotropic_spacing_weights_the_continuity_term():
-    from napari_kanezaki import Segmenter
+    from napari_kanezaki.core.training import axis_weights
 
-    segmenter = Segmenter(STConfig(), spacing=(4.0, 1.0, 2.0), device="cpu")
-    assert segmenter._axis_weights(3) == (0.25, 1.0, 0.5)
+    assert axis_weights((4.0, 1.0, 2.0), 3) == (0.25, 1.0, 0.5)
     image = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
     labels = segment(image, config=STConfig(n_channels=8, max_iter=3), stack_mode="3d",
                      spacing=(4.0, 1.0, 1.0), **FAST)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 
-__all__ = ["KanezakiNet"]
+from napari_kanezaki.core.devices import memory_format
+from napari_kanezaki.imaging.images import ImageError
+
+__all__ = ["KanezakiNet", "build_network", "check_input"]
+
+_SEEDED_INIT_LOCK = threading.Lock()
 
 
 class KanezakiNet(nn.Module):
@@ -55,3 +62,57 @@ class KanezakiNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the response map, shape ``(N, C, *spatial)``."""
         return self.layers(x)
+
+
+def build_network(
+    in_channels: int,
+    n_channels: int,
+    n_conv: int,
+    *,
+    spatial_dims: int,
+    seed: int,
+    device: torch.device,
+) -> KanezakiNet:
+    """A freshly initialised network, the same for the same seed, in training mode.
+
+    PyTorch's default initialisation draws from the global generator: seeded
+    initialisations are serialised so that concurrent runs (threads of a Dask batch, the
+    widgets) cannot interleave their draws and change each other's weights. The model
+    stays in training mode: BatchNorm uses the current image's statistics, as published.
+
+    Parameters
+    ----------
+    in_channels, n_channels, n_conv, spatial_dims
+        As for `KanezakiNet`.
+    seed : int
+        Seed of the initial weights.
+    device : torch.device
+
+    Returns
+    -------
+    KanezakiNet
+    """
+    with _SEEDED_INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = KanezakiNet(in_channels, n_channels, n_conv, spatial_dims=spatial_dims)
+    return model.to(device, memory_format=memory_format(spatial_dims + 2)).train()
+
+
+def check_input(model: KanezakiNet, in_channels: int, spatial_dims: int | None = None) -> None:
+    """Refuse an input the model was not made for (channel count or dimensionality).
+
+    Raises
+    ------
+    ImageError
+        Naming what differs and what to do.
+    """
+    if spatial_dims is not None and spatial_dims != model.spatial_dims:
+        raise ImageError(
+            f"the model is a {model.spatial_dims}-D network but this input has "
+            f"{spatial_dims} spatial axes; segment {model.spatial_dims}-D inputs with it."
+        )
+    if in_channels != model.in_channels:
+        raise ImageError(
+            f"the model was trained on {model.in_channels}-channel images but this "
+            f"image has {in_channels} channel(s); convert it to the same layout."
+        )

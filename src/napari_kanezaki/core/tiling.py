@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from napari_kanezaki.core.config import SPConfig, STConfig
+from napari_kanezaki.core.config import SPConfig
 from napari_kanezaki.imaging.images import ImageError, segment_numbering
 
 if TYPE_CHECKING:
@@ -269,9 +269,9 @@ def train_on_crops(
     """
     import torch
 
+    from napari_kanezaki.core.optim import make_optimizer
+    from napari_kanezaki.core.training import batch_superpixels, scribble_classes
     from napari_kanezaki.imaging.images import prepare_scribbles
-    from napari_kanezaki.core.segmenter import _make_optimizer, _superpixel_view
-    from napari_kanezaki.core.superpixels import compute_superpixels
 
     cfg = segmenter.config
     shape = tuple(source.spatial_shape)
@@ -283,22 +283,13 @@ def train_on_crops(
     if n_crops < 1 or resample_every < 1:
         raise ImageError("n_crops and resample_every must be at least 1.")
     targets = prepare_scribbles(scribbles, shape, cfg.n_channels)
-    if targets is not None and isinstance(cfg, SPConfig):
-        raise ImageError("scribbles are supported by the ST method only; use method='st'.")
+    segmenter.keep_ids, min_labels = scribble_classes(targets, cfg)
     segmenter._prepare_model(source.n_channels, warm_start=False, spatial_dims=model_dims)
-    segmenter.keep_ids = ()
-    min_labels = cfg.min_labels
-    if targets is not None:
-        ids = np.unique(targets[targets >= 0])
-        segmenter.keep_ids = tuple(int(i) for i in ids)
-        min_labels = len(ids)
     model = segmenter.model
     assert model is not None
-    optimizer = _make_optimizer(cfg, model.parameters())
-    axis_weights = segmenter._axis_weights(model_dims)
+    optimizer = make_optimizer(cfg, model.parameters())
     rng = np.random.default_rng(segmenter.seed)
     density = math.prod(crop) / math.prod(shape[n_lead:])
-    w_con = cfg.w_con if isinstance(cfg, STConfig) else 0.0
     step = x = None
     for iteration in range(1, cfg.max_iter + 1):
         if (iteration - 1) % resample_every == 0:
@@ -307,34 +298,14 @@ def train_on_crops(
             x = segmenter._to_device(np.stack(arrays))
             superpixels = scribble_tensor = None
             if isinstance(cfg, SPConfig):
-                maps, offset = [], 0
-                for array in arrays:
-                    segments = compute_superpixels(
-                        _superpixel_view(array, cfg.superpixel),
-                        cfg.superpixel,
-                        n_segments=max(1, round(cfg.n_segments * density)),
-                        compactness=cfg.compactness,
-                        scale=cfg.scale,
-                        sigma=cfg.sigma,
-                        min_size=cfg.min_size,
-                        spatial_dims=model_dims,
-                        spacing=segmenter.spacing if model_dims == len(segmenter.spacing or ()) else None,
-                    )
-                    maps.append(segments + offset)
-                    offset += int(segments.max()) + 1
-                superpixels = (torch.from_numpy(np.stack(maps)).to(segmenter.device), offset)
+                superpixels = batch_superpixels(arrays, cfg, segmenter.device,
+                                                spacing=segmenter.spacing, density=density)
             if targets is not None:
                 crops = np.stack([targets[index] for index in indices])
                 if (crops >= 0).any():  # crops without any scribble train like plain ST
                     scribble_tensor = torch.from_numpy(crops).to(segmenter.device)
-            step = segmenter._make_step(
-                superpixels,
-                scribble_tensor,
-                w_con,
-                (n_crops, *crop),
-                axis_weights=axis_weights,
-                optimizer=optimizer,
-            )
+            step = segmenter._make_step((n_crops, *crop), superpixels, scribble_tensor,
+                                        optimizer=optimizer)
         assert step is not None and x is not None
         loss, channels, n_labels = step(x)
         reason = ""

@@ -24,7 +24,8 @@ from magicgui.widgets import (
     show_file_dialog,
 )
 
-from napari_kanezaki.core.config import Config, SPConfig, STConfig, config_for_method
+from napari_kanezaki.core.config import Config, ConfigError, SPConfig, STConfig, config_for_method
+from napari_kanezaki.core.settings import SECTIONS, SETTINGS, Setting
 from napari_kanezaki.plugin.notify import report_errors
 
 __all__ = ["ParameterPanel"]
@@ -32,51 +33,45 @@ __all__ = ["ParameterPanel"]
 CONFIG_FILTER = "Config files (*.toml *.yaml *.yml)"
 PRECISIONS = ("auto", "fp32", "bf16")
 
-# Widget options of every config field: (widget class, options).
-_FIELD_WIDGETS: dict[str, tuple[type[Widget], dict[str, Any]]] = {
-    "n_channels": (SpinBox, {"min": 2, "max": 1000, "tooltip": "Feature channels C = most segments"}),
-    "n_conv": (SpinBox, {"min": 1, "max": 20, "tooltip": "3x3 convolution blocks M"}),
-    "max_iter": (SpinBox, {"min": 1, "max": 100_000, "tooltip": "Training iterations budget"}),
-    "min_labels": (SpinBox, {"min": 1, "max": 1000, "tooltip": "Stop at this many labels"}),
-    "lr": (FloatSpinBox, {"min": 1e-4, "max": 10.0, "step": 0.001, "label": "learning rate"}),
-    "w_sim": (FloatSpinBox, {"min": 0.0, "max": 100.0, "step": 0.1, "label": "w_sim"}),
-    "w_con": (FloatSpinBox, {"min": 0.0, "max": 100.0, "step": 0.1, "label": "w_con"}),
-    "w_scr": (FloatSpinBox, {"min": 0.0, "max": 100.0, "step": 0.1, "label": "w_scr"}),
-    "superpixel": (ComboBox, {"choices": ["slic", "felzenszwalb"]}),
-    "n_segments": (SpinBox, {"min": 1, "max": 1_000_000, "tooltip": "SLIC segments"}),
-    "compactness": (FloatSpinBox, {"min": 0.01, "max": 10_000.0, "tooltip": "SLIC compactness"}),
-    "scale": (FloatSpinBox, {"min": 0.01, "max": 10_000.0, "tooltip": "Felzenszwalb scale"}),
-    "sigma": (FloatSpinBox, {"min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Felzenszwalb sigma"}),
-    "min_size": (SpinBox, {"min": 0, "max": 100_000, "tooltip": "Felzenszwalb min_size"}),
-    "momentum": (FloatSpinBox, {"min": 0.0, "max": 0.999, "step": 0.01}),
-    "optimizer": (ComboBox, {"choices": ["sgd", "adam", "asgd"]}),
-    "weight_decay": (FloatSpinBox, {"min": 0.0, "max": 10.0, "step": 0.001}),
-    "ref_size": (SpinBox, {"min": 0, "max": 8192, "tooltip": "Reference mode: resize to this (0 = keep size)"}),
-    "batch_size": (SpinBox, {"min": 1, "max": 1024, "tooltip": "Reference mode: images per batch"}),
-    "n_epochs": (SpinBox, {"min": 1, "max": 1000, "tooltip": "Reference mode: epochs"}),
-    "max_update": (SpinBox, {"min": 1, "max": 100_000, "tooltip": "Reference mode: updates per batch"}),
-    "plateau_iter": (SpinBox, {"min": 0, "max": 100_000, "tooltip": "Stop after this many stable iterations (0 = off)"}),
-    "plateau_tol": (FloatSpinBox, {"min": 0.0, "max": 1.0, "step": 0.001, "tooltip": "Plateau: fraction of pixels that may change"}),
-    "checkpoint": (LineEdit, {"tooltip": "Warm start: model file to start training from (empty = fresh weights)"}),
-    "crop_bottom": (SpinBox, {"min": 0, "max": 100_000, "tooltip": "Cut N rows off the bottom (SEM bar: 65); they get label 0"}),
-    "resize_multiple": (SpinBox, {"min": 0, "max": 4096, "tooltip": "Resize to a multiple of N (seed: 32; 0 = off); labels resized back"}),
-    "clahe": (CheckBox, {"text": "CLAHE on lightness (L of Lab)"}),
-    "clahe_clip": (FloatSpinBox, {"min": 0.01, "max": 100.0, "step": 0.5, "tooltip": "CLAHE clip limit, OpenCV units (seed: 2)"}),
-    "clahe_tiles": (SpinBox, {"min": 1, "max": 64, "tooltip": "CLAHE tiles per axis (seed: 8)"}),
-    "augment_clahe": (CheckBox, {"text": "random CLAHE every iteration (augmentation)"}),
-    "median_blur": (SpinBox, {"min": 0, "max": 99, "tooltip": "Median filter size, odd (seed: 5; 0 = off)"}),
+_SECTION_FIELDS = {
+    section: tuple(s.name for s in SETTINGS.values() if s.section == section)
+    for section in SECTIONS
 }
-_MAIN = ("n_channels", "n_conv", "max_iter", "min_labels", "lr")
-_ST = ("w_sim", "w_con", "w_scr")
-_SLIC = ("n_segments", "compactness")
-_FELZENSZWALB = ("scale", "sigma", "min_size")
-_ADVANCED = (
-    "momentum", "optimizer", "weight_decay", "ref_size", "batch_size", "n_epochs", "max_update",
-    "plateau_iter", "plateau_tol", "checkpoint",
-    # preprocessing (see preprocessing.py)
-    "crop_bottom", "resize_multiple", "clahe", "clahe_clip", "clahe_tiles", "augment_clahe",
-    "median_blur",
-)
+_ADVANCED_SECTIONS = ("stop", "optimizer", "reference", "preprocessing")
+
+
+def setting_widget(setting: Setting, value: Any) -> Widget:
+    """The widget of one setting: label, tooltip and range from its `Setting`.
+
+    Parameters
+    ----------
+    setting : Setting
+        The description (`napari_kanezaki.core.settings.SETTINGS`).
+    value : object
+        Initial value (the paper's default).
+
+    Returns
+    -------
+    magicgui.widgets.Widget
+        A SpinBox, FloatSpinBox, CheckBox, ComboBox or LineEdit.
+    """
+    common = {"name": setting.name, "tooltip": setting.tooltip()}
+    if setting.kind is bool:
+        return CheckBox(value=value, text=setting.label, **common)
+    if setting.choices:
+        return ComboBox(value=value, choices=list(setting.choices), label=setting.label, **common)
+    if setting.kind is str:
+        return LineEdit(value=value, label=setting.label, **common)
+    low, high = setting.widget_range()
+    if setting.kind is int:
+        return SpinBox(value=value, min=low, max=high, step=setting.step, label=setting.label,
+                       **common)
+    widget = FloatSpinBox(step=setting.step, label=setting.label, **common)
+    # Decimals first: Qt rounds the range and the value to the decimals shown.
+    widget.native.setDecimals(setting.decimals)
+    widget.max, widget.min = high, low
+    widget.value = value
+    return widget
 
 
 def _device_choices(_widget: ComboBox) -> list[str]:
@@ -97,9 +92,9 @@ class ParameterPanel(Container):
 
     def __init__(self, method: str = "st") -> None:
         defaults = {**STConfig().to_dict(), **SPConfig().to_dict()}
-        self.fields: dict[str, Widget] = {}
-        for name, (widget_class, options) in _FIELD_WIDGETS.items():
-            self.fields[name] = widget_class(name=name, value=defaults[name], **options)
+        self.fields: dict[str, Widget] = {
+            name: setting_widget(setting, defaults[name]) for name, setting in SETTINGS.items()
+        }
         self.method = ComboBox(
             name="method",
             choices=[("ST: similarity + continuity (TIP 2020)", "st"),
@@ -114,15 +109,17 @@ class ParameterPanel(Container):
             tooltip="Update the result layer every N iterations (0: only at the end)",
         )
         self.show_advanced = CheckBox(name="show_advanced", text="advanced settings", value=False)
-        self.st_group = Container(widgets=[self.fields[n] for n in _ST])
-        self.slic_group = Container(widgets=[self.fields[n] for n in _SLIC])
-        self.felzenszwalb_group = Container(widgets=[self.fields[n] for n in _FELZENSZWALB])
+        def section(name: str) -> list[Widget]:
+            return [self.fields[n] for n in _SECTION_FIELDS[name]]
+
+        self.st_group = Container(widgets=section("st"))
+        self.slic_group = Container(widgets=section("slic"))
+        self.felzenszwalb_group = Container(widgets=section("felzenszwalb"))
         self.sp_group = Container(
-            widgets=[self.fields["superpixel"], self.slic_group, self.felzenszwalb_group]
+            widgets=[*section("superpixels"), self.slic_group, self.felzenszwalb_group]
         )
-        self.advanced = Container(
-            widgets=[*(self.fields[n] for n in _ADVANCED), self.precision, self.preview_every]
-        )
+        advanced = [w for name in _ADVANCED_SECTIONS for w in section(name)]
+        self.advanced = Container(widgets=[*advanced, self.precision, self.preview_every])
         load = PushButton(name="load_settings", text="Load settings…")
         save = PushButton(name="save_settings", text="Save settings…")
         for group in (self.st_group, self.slic_group, self.felzenszwalb_group, self.sp_group,
@@ -131,7 +128,7 @@ class ParameterPanel(Container):
         super().__init__(
             widgets=[
                 self.method,
-                *(self.fields[n] for n in _MAIN),
+                *section("main"),
                 self.st_group,
                 self.sp_group,
                 self.seed,
@@ -172,6 +169,9 @@ class ParameterPanel(Container):
         ----------
         config : SPConfig or STConfig
         """
+        for name, value in config.to_dict().items():
+            if name in self.fields:
+                _check_shown_exactly(self.fields[name], SETTINGS[name], value)
         self.method.value = config.method
         for name, value in config.to_dict().items():
             if name in self.fields:
@@ -239,3 +239,20 @@ class ParameterPanel(Container):
         self.slic_group.visible = is_slic
         self.felzenszwalb_group.visible = not is_slic
         self.advanced.visible = self.show_advanced.value
+
+
+def _check_shown_exactly(widget: Widget, setting: Setting, value: Any) -> None:
+    """Refuse a value the widget would change (a float finer than its decimals).
+
+    The widgets' ranges equal the settings' valid ranges, so only a float's resolution can
+    differ from what a config file holds.
+    """
+    if setting.kind is not float:
+        return
+    shown = round(float(value), setting.decimals)
+    if abs(shown - float(value)) > 1e-12 * max(1.0, abs(float(value))):
+        raise ConfigError(
+            f"{setting.name} = {value!r} is finer than the panel shows ({setting.decimals} "
+            f"decimals, i.e. it would become {shown!r}); round it in the file, or run it "
+            "from the command line or Python, which take any valid value."
+        )

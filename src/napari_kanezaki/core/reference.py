@@ -1,0 +1,117 @@
+"""The reference-image mode's inputs: network inputs resized and grouped into batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_kanezaki.core.config import Config, SPConfig
+from napari_kanezaki.core.training import TrainingState, batch_superpixels
+from napari_kanezaki.imaging.images import ImageError
+from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_network_input
+
+if TYPE_CHECKING:
+    from napari_kanezaki.core.segmenter import Segmenter
+
+__all__ = ["reference_batches", "train_on_batches"]
+
+
+def reference_batches(
+    images: Sequence[np.ndarray], config: Config, channel_axis: int | None = None
+) -> list[list[np.ndarray]]:
+    """Reference images as network inputs, resized to ``ref_size`` and grouped in batches.
+
+    Parameters
+    ----------
+    images : sequence of array_like
+        Reference images, all with the same number of channels.
+    config : SPConfig or STConfig
+        ``ref_size`` (0 keeps the size), ``batch_size`` and the preprocessing settings.
+    channel_axis : int, optional
+        Channel axis of multichannel images.
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        Batches of float32 ``(C, *spatial)`` arrays; the arrays of a batch share a shape.
+
+    Raises
+    ------
+    ImageError
+        For no images, a bare array instead of a list, mixed channel counts or a batch of
+        different sizes.
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 2:
+        raise ImageError("fit expects a sequence of images; wrap a single image in a list.")
+    if len(images) == 0:
+        raise ImageError("fit needs at least one reference image.")
+    arrays = [_reference_input(image, config, channel_axis) for image in images]
+    in_channels = {a.shape[0] for a in arrays}
+    if len(in_channels) != 1:
+        raise ImageError(
+            f"reference images have different channel counts {sorted(in_channels)}; "
+            "convert them to the same layout (e.g. all RGB)."
+        )
+    size = config.batch_size
+    batches = [arrays[i : i + size] for i in range(0, len(arrays), size)]
+    for batch in batches:
+        if len({a.shape for a in batch}) != 1:
+            raise ImageError(
+                "images of one batch must have the same size: set ref_size (resize) or "
+                "batch_size=1."
+            )
+    return batches
+
+
+def _reference_input(image: np.ndarray, config: Config, channel_axis: int | None) -> np.ndarray:
+    array, _ = prepare_network_input(image, config, channel_axis)
+    size = config.ref_size
+    if size == 0 or array.shape[1:] == (size, size):
+        return array
+    from skimage.transform import resize
+
+    resized = resize(array, (array.shape[0], size, size), order=1, anti_aliasing=True)
+    return resized.astype(np.float32)
+
+
+def train_on_batches(
+    segmenter: Segmenter, batches: list[list[np.ndarray]]
+) -> Iterator[TrainingState]:
+    """The reference mode's loops: per epoch, per batch, ``max_update`` updates on it.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        With a fresh model (`Segmenter.fit_iter` prepares it).
+    batches : list of list of numpy.ndarray
+        From `reference_batches`.
+
+    Yields
+    ------
+    TrainingState
+        ``max_iter`` is the total number of updates; the last state is ``done``.
+    """
+    cfg = segmenter.config
+    augment = make_augmenter(cfg, segmenter.seed)
+    total = cfg.n_epochs * len(batches) * cfg.max_update
+    sp_cache: dict[int, tuple] = {}
+    iteration = 0
+    for _ in range(cfg.n_epochs):
+        for b, batch in enumerate(batches):
+            x = segmenter._to_device(np.stack(batch))
+            superpixels = None
+            if isinstance(cfg, SPConfig):
+                if b not in sp_cache:
+                    sp_cache[b] = batch_superpixels(batch, cfg, segmenter.device,
+                                                    spacing=segmenter.spacing)
+                superpixels = sp_cache[b]
+            step = segmenter._make_step((x.shape[0], *x.shape[2:]), superpixels)
+            for _ in range(cfg.max_update):
+                iteration += 1
+                if augment is not None:  # the seed's random CLAHE, new at every update
+                    x = segmenter._to_device(np.stack([augment(a) for a in batch]))
+                loss, channels, n_labels = step(x)
+                reason = "max_iter" if iteration == total else ""
+                yield segmenter._state(iteration, total, n_labels, reason, loss, channels)
