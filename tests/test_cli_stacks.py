@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from test_stacks import blob_volume
 
 from napari_kanezaki import Segmenter, STConfig, load_config, segment
-from napari_kanezaki.workflows.batch import output_paths, process_stack
 from napari_kanezaki.cli import main
 from napari_kanezaki.cli.parser import parse_bytes
-from napari_kanezaki.imaging.preprocessing import preprocess, preprocess_planes, restore_planes
-
-from test_stacks import blob_volume
+from napari_kanezaki.imaging.planes import preprocess_planes, restore_planes
+from napari_kanezaki.imaging.preprocessing import preprocess
+from napari_kanezaki.workflows.batch import output_paths, process_stack
 
 TINY = ["--n-channels", "16", "--max-iter", "5", "--device", "cpu", "--precision", "fp32",
         "-q"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from napari_kanezaki.core.training import argmax_channels
 from napari_kanezaki.core.superpixels import histogram
+from napari_kanezaki.core.training import argmax_channels
 
 
 def test_argmax_channels_equals_argmax_with_ties():

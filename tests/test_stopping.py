@@ -8,8 +8,8 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from napari_kanezaki import ConfigError, Segmenter, SPConfig
-from napari_kanezaki.imaging.samples import noisy_regions
 from napari_kanezaki.core.stopping import StopRule
+from napari_kanezaki.imaging.samples import noisy_regions
 
 
 def count(n: int) -> torch.Tensor:

@@ -7,15 +7,11 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from napari_kanezaki import ImageError, Segmenter, SPConfig, STConfig, segment
-from napari_kanezaki.imaging.images import ImageSource, NormalizedImage
+from napari_kanezaki.core.tiling import fix_batchnorm_statistics, predict_tiles
+from napari_kanezaki.imaging.images import NormalizedImage
 from napari_kanezaki.imaging.samples import noisy_regions
-from napari_kanezaki.core.tiling import (
-    create_output,
-    fix_batchnorm_statistics,
-    iter_tiles,
-    predict_tiles,
-    shape_for_budget,
-)
+from napari_kanezaki.imaging.sources import ImageSource
+from napari_kanezaki.imaging.tiles import create_output, iter_tiles, shape_for_budget
 
 FAST = {"device": "cpu", "precision": "fp32"}
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import tifffile
 import pytest
+import tifffile
 
 from napari_kanezaki import ConfigError, STConfig, load_config
 from napari_kanezaki.cli.main import main

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from npe2 import PluginManifest
+from widget_helpers import fast_settings
 
 from napari_kanezaki import SPConfig, STConfig
-from napari_kanezaki.plugin.segment_widget import SegmentWidget
-from napari_kanezaki.plugin.batch_widget import BatchWidget
 from napari_kanezaki.imaging.images import ImageError
 from napari_kanezaki.imaging.samples import noisy_regions
-
-from widget_helpers import fast_settings
+from napari_kanezaki.plugin.batch_widget import BatchWidget
+from napari_kanezaki.plugin.segment_widget import SegmentWidget
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MANIFEST = ROOT / "src" / "napari_kanezaki" / "plugin" / "napari.yaml"

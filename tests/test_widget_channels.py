@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
+from widget_helpers import fast_settings
 
-from napari_kanezaki.plugin.segment_widget import SegmentWidget, combine_channels
 from napari_kanezaki.imaging.images import ImageError
 from napari_kanezaki.imaging.samples import noisy_regions
-
-from widget_helpers import fast_settings
+from napari_kanezaki.plugin.segment_widget import SegmentWidget, combine_channels
 
 FAST = {"n_channels": 24, "max_iter": 12, "min_labels": 1}
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from widget_helpers import fast_settings
 
 from napari_kanezaki.plugin.segment_widget import SegmentWidget
-
-from widget_helpers import fast_settings
 
 FAST = {"n_channels": 8, "max_iter": 6, "min_labels": 1}
 

@@ -17,7 +17,7 @@ _EXPORTS = {
     "ConfigError": "core.config",
     "load_config": "core.config",
     "ImageError": "imaging.images",
-    "ImageSource": "imaging.images",
+    "ImageSource": "imaging.sources",
     "NormalizedImage": "imaging.images",
     "segment_iter": "workflows.stacks",
     "SegmentationResult": "workflows.stacks",
@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .workflows.api import segment
     from .core.config import ConfigError, SPConfig, STConfig, load_config
     from .core.devices import available_devices
-    from .imaging.images import ImageError, ImageSource, NormalizedImage
+    from .imaging.images import ImageError, NormalizedImage
+    from .imaging.sources import ImageSource
     from .workflows.stacks import STACK_MODES, SegmentationResult, segment_iter
     from .core.segmenter import Segmenter, TrainingState
 

@@ -90,7 +90,7 @@ def _check_stack_inputs(args: argparse.Namespace, config, images: list[Path]) ->
     image of the file's shape and dtype.
     """
     from napari_kanezaki.imaging.images import ImageError
-    from napari_kanezaki.imaging.preprocessing import check_stack_preprocessing
+    from napari_kanezaki.imaging.planes import check_stack_preprocessing
     from napari_kanezaki.workflows.stacks import check_stack_mode
 
     if args.spacing is not None and args.stack_mode is None:
@@ -121,8 +121,9 @@ def _header_source(path: Path, channel_axis: int | None):
     """
     import numpy as np
 
-    from napari_kanezaki.imaging.images import ImageError, ImageSource
+    from napari_kanezaki.imaging.images import ImageError
     from napari_kanezaki.imaging.io import image_header
+    from napari_kanezaki.imaging.sources import ImageSource
 
     try:
         shape, dtype = image_header(path)

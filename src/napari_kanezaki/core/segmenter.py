@@ -22,8 +22,14 @@ from napari_kanezaki.core.optim import make_optimizer
 from napari_kanezaki.core.reference import reference_batches, train_on_batches
 from napari_kanezaki.core.stopping import StopRule
 from napari_kanezaki.core.training import (
-    Step, TrainingState, argmax_channels, axis_weights, batch_superpixels, check_spacing,
-    make_step, scribble_classes,
+    Step,
+    TrainingState,
+    argmax_channels,
+    axis_weights,
+    batch_superpixels,
+    check_spacing,
+    make_step,
+    scribble_classes,
 )
 from napari_kanezaki.imaging.images import number_segments, prepare_scribbles
 from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_network_input

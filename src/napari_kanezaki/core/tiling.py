@@ -18,7 +18,7 @@ An image or volume whose network working set exceeds a memory budget is
    image: the stitched argmax equals the untiled one (up to float rounding) and has no seams.
    Labels are numbered once over the whole image (largest segment first) in a second pass.
 
-The input is only ever read region by region (see `ImageSource`), so dask and zarr data are
+The input is only ever read region by region (see `ImageSource`; tile geometry in `imaging.tiles`), so dask and zarr data are
 never loaded whole; the output can be a zarr array on disk.
 """
 
@@ -26,212 +26,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_kanezaki.core.config import SPConfig
 from napari_kanezaki.imaging.images import ImageError, segment_numbering
+from napari_kanezaki.imaging.tiles import Source, Tile
 
 if TYPE_CHECKING:
     from napari_kanezaki.core.segmenter import Segmenter, TrainingState
 
-__all__ = [
-    "Progress",
-    "DEFAULT_MEMORY_BUDGET",
-    "MIN_TILE",
-    "Tile",
-    "working_set_bytes",
-    "fits_budget",
-    "shape_for_budget",
-    "iter_tiles",
-    "train_on_crops",
-    "fix_batchnorm_statistics",
-    "predict_tiles",
-    "create_output",
-]
-
-#: Default memory budget of the network's working set (bytes).
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3
-#: Smallest tile or crop side accepted.
-MIN_TILE = 8
-# float32 copies of the C-channel response alive per pixel: training (activations kept for
-# the backward pass, gradients, the loss's buffers) and prediction without gradients.
-_TRAIN_COPIES = 14
-_PREDICT_COPIES = 4
-
-
-class Source(Protocol):
-    """What the tiling functions read: an `ImageSource` or a plane of one."""
-
-    spatial_shape: tuple[int, ...]
-    n_channels: int
-
-    def read(self, index: tuple[int | slice, ...] = ()) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Progress of a long computation.
-
-    Attributes
-    ----------
-    step, total : int
-        Steps done and planned (training updates plus tiles or planes).
-    text : str
-        Human-readable status.
-    labels : numpy.ndarray, optional
-        A preview label image (training) or None.
-    """
-
-    step: int
-    total: int
-    text: str
-    labels: np.ndarray | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile: where its labels go and what to read for them.
-
-    Attributes
-    ----------
-    core : tuple
-        Index of the tile's own pixels in the full spatial shape (ints for plane axes).
-    read : tuple
-        Index of the region to read: the core plus the margin, clipped to the image.
-    inner : tuple of slice
-        The core inside the read region (model axes only).
-    """
-
-    core: tuple[int | slice, ...]
-    read: tuple[int | slice, ...]
-    inner: tuple[slice, ...]
-
-
-# -- sizes --------------------------------------------------------------------------------
-def working_set_bytes(n_pixels: int, n_channels: int, training: bool) -> int:
-    """Estimated bytes the network needs for `n_pixels` pixels (or voxels).
-
-    Parameters
-    ----------
-    n_pixels : int
-        Pixels in one forward pass (all crops of a batch together).
-    n_channels : int
-        The network's feature channels C.
-    training : bool
-        With the backward pass (more buffers) or prediction only.
-
-    Returns
-    -------
-    int
-    """
-    copies = _TRAIN_COPIES if training else _PREDICT_COPIES
-    return int(n_pixels) * int(n_channels) * 4 * copies
-
-
-def fits_budget(spatial_shape: Sequence[int], n_channels: int, budget: int) -> bool:
-    """True if training on the whole image fits `budget` bytes."""
-    return working_set_bytes(math.prod(spatial_shape), n_channels, True) <= budget
-
-
-def shape_for_budget(
-    spatial_shape: Sequence[int], n_pixels: int, minimum: int = MIN_TILE
-) -> tuple[int, ...]:
-    """The largest near-cubic block of at most `n_pixels` pixels inside `spatial_shape`.
-
-    Parameters
-    ----------
-    spatial_shape : sequence of int
-        Shape of the model axes of the image.
-    n_pixels : int
-        Pixel budget of one block.
-    minimum : int
-        Smallest side; an error is raised if the budget allows less.
-
-    Returns
-    -------
-    tuple of int
-    """
-    shape = tuple(int(n) for n in spatial_shape)
-    if math.prod(shape) <= n_pixels:
-        return shape
-    low, high = 1, max(shape)
-    while low < high:  # largest side s with prod(min(n, s)) <= n_pixels
-        mid = (low + high + 1) // 2
-        if math.prod(min(n, mid) for n in shape) <= n_pixels:
-            low = mid
-        else:
-            high = mid - 1
-    block = tuple(min(n, low) for n in shape)
-    if min(block) < min(minimum, min(shape)):
-        raise ImageError(
-            f"the memory budget allows blocks of only {math.prod(block)} pixels, i.e. tiles "
-            f"of {block}, smaller than the minimum side {minimum}; raise memory_budget or "
-            "lower n_channels."
-        )
-    return block
-
-
-def check_tile_shape(tile_shape: Sequence[int], model_dims: int) -> tuple[int, ...]:
-    """Validate a user tile shape: one side >= `MIN_TILE` per model axis."""
-    try:
-        tile = tuple(int(t) for t in tile_shape)
-    except (TypeError, ValueError) as exc:
-        raise ImageError(f"tile_shape must be a sequence of integers, got {tile_shape!r}.") from exc
-    if len(tile) != model_dims:
-        raise ImageError(
-            f"tile_shape {tile} must have {model_dims} entries, one per axis of the "
-            f"{model_dims}-D network."
-        )
-    if min(tile) < MIN_TILE:
-        raise ImageError(
-            f"tile_shape {tile} is too small: every side must be at least {MIN_TILE} pixels "
-            "(tiles are read with an overlap margin of n_conv pixels); use larger tiles."
-        )
-    return tile
-
-
-def iter_tiles(
-    spatial_shape: Sequence[int], tile_shape: Sequence[int], margin: int
-) -> list[Tile]:
-    """Tiles covering an image, with overlap `margin` on every model axis.
-
-    Parameters
-    ----------
-    spatial_shape : sequence of int
-        Full spatial shape; its first ``len(spatial_shape) - len(tile_shape)`` axes are
-        plane axes, visited one index at a time.
-    tile_shape : sequence of int
-        Core size of a tile on the model axes (the last axes).
-    margin : int
-        Extra pixels read on each side (clipped at the image border).
-
-    Returns
-    -------
-    list of Tile
-    """
-    shape = tuple(int(n) for n in spatial_shape)
-    n_lead = len(shape) - len(tile_shape)
-    model_shape = shape[n_lead:]
-    tiles = []
-    for lead in np.ndindex(*shape[:n_lead]):
-        starts = [range(0, n, t) for n, t in zip(model_shape, tile_shape)]
-        for corner in np.ndindex(*(len(r) for r in starts)):
-            core, read, inner = [], [], []
-            for axis, k in enumerate(corner):
-                start = starts[axis][k]
-                stop = min(start + tile_shape[axis], model_shape[axis])
-                lo = max(start - margin, 0)
-                hi = min(stop + margin, model_shape[axis])
-                core.append(slice(start, stop))
-                read.append(slice(lo, hi))
-                inner.append(slice(start - lo, stop - lo))
-            lead_index = tuple(int(i) for i in lead)
-            tiles.append(Tile(lead_index + tuple(core), lead_index + tuple(read), tuple(inner)))
-    return tiles
+__all__ = ["train_on_crops", "fix_batchnorm_statistics", "predict_tiles"]
 
 
 # -- training -----------------------------------------------------------------------------
@@ -390,50 +196,6 @@ def fix_batchnorm_statistics(
 
 
 # -- prediction ---------------------------------------------------------------------------
-def create_output(
-    shape: Sequence[int],
-    out: str | Path | None = None,
-    *,
-    chunks: Sequence[int] | None = None,
-    overwrite: bool = False,
-) -> Any:
-    """The int32 label array results are written to: in memory, or a zarr array on disk.
-
-    Parameters
-    ----------
-    shape : sequence of int
-        Spatial shape of the labels.
-    out : str or Path, optional
-        A zarr store path (e.g. ``"labels.zarr"``); None keeps the labels in memory.
-    chunks : sequence of int, optional
-        zarr chunk shape (the tile grid, so that every tile writes whole chunks).
-    overwrite : bool
-        Replace an existing store; otherwise an existing path is an error.
-
-    Returns
-    -------
-    numpy.ndarray or zarr.Array
-    """
-    shape = tuple(int(n) for n in shape)
-    if out is None:
-        return np.zeros(shape, dtype=np.int32)
-    import zarr
-
-    path = Path(out)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path} already exists; choose another output path or pass overwrite=True."
-        )
-    return zarr.open_array(
-        str(path),
-        mode="w",
-        shape=shape,
-        chunks=tuple(int(c) for c in chunks) if chunks is not None else None,
-        dtype=np.int32,
-        fill_value=0,
-    )
-
-
 def predict_tiles(
     segmenter: Segmenter,
     source: Source,

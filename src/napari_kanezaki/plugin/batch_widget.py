@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import ComboBox, Container, FileEdit, Select
 from napari.layers import Image, Labels
 
+from napari_kanezaki.imaging.images import ImageError
 from napari_kanezaki.plugin.jobs import apply_saved, fit_and_apply, segment_each
 from napari_kanezaki.plugin.notify import report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
 from napari_kanezaki.plugin.runner import RunControls, add_output_layer, layer_image
-from napari_kanezaki.imaging.images import ImageError
 
 if TYPE_CHECKING:
     import napari

@@ -17,6 +17,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels
 
+from napari_kanezaki.imaging.images import ImageError, NormalizedImage, to_network_input
 from napari_kanezaki.plugin.jobs import segment_each, segment_stack
 from napari_kanezaki.plugin.notify import report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
@@ -28,7 +29,6 @@ from napari_kanezaki.plugin.runner import (
     spatial_ndim,
     spatial_shape,
 )
-from napari_kanezaki.imaging.images import ImageError, NormalizedImage, to_network_input
 
 if TYPE_CHECKING:
     import napari

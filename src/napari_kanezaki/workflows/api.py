@@ -143,8 +143,8 @@ def _needs_engine(
         return True
     if not isinstance(image, np.ndarray):
         return True  # dask, zarr, lists...: read by ImageSource
-    from napari_kanezaki.imaging.images import ImageSource
-    from napari_kanezaki.core.tiling import DEFAULT_MEMORY_BUDGET, fits_budget
+    from napari_kanezaki.imaging.sources import ImageSource
+    from napari_kanezaki.imaging.tiles import DEFAULT_MEMORY_BUDGET, fits_budget
 
     source = ImageSource(image, channel_axis=channel_axis)
     if source.spatial_ndim != 2:

@@ -9,7 +9,7 @@ and renamed at the end, the label TIFF last, so a job whose label file exists is
 Stacks and volumes (a `Job` with ``stack_mode``) and large images (``memory_budget``,
 ``tile_shape`` or ``zarr``) go through the same jobs and the same Dask path: `process_stack`
 runs them with `stacks.segment_iter` (one of the three stack modes, tiling within the memory
-budget), applies the 2-D preprocessing plane by plane (`preprocessing.preprocess_planes`),
+budget), applies the 2-D preprocessing plane by plane (`planes.preprocess_planes`),
 writes the labels as a TIFF or, with ``zarr``, as a zarr store ``<stem>_labels.zarr``, and
 the overlay of the middle plane.
 
@@ -208,8 +208,8 @@ def process_image(
         int32 labels of the image's spatial shape.
     segmenter : Segmenter
     """
-    from napari_kanezaki.imaging.io import save_labels, save_overlay
     from napari_kanezaki.core.segmenter import Segmenter
+    from napari_kanezaki.imaging.io import save_labels, save_overlay
 
     if not overwrite:
         existing = [str(p) for p in outputs.all() if p.exists()]
@@ -277,7 +277,7 @@ def process_stack(
     config : SPConfig or STConfig
         Settings. The 2-D preprocessing (``crop_bottom``, ``resize_multiple``, ``clahe``,
         ``median_blur``) is applied to every plane on its last two axes (see
-        `preprocessing.preprocess_planes`; this loads the normalised stack in memory) and
+        `planes.preprocess_planes`; this loads the normalised stack in memory) and
         the labels are mapped back plane by plane; ``augment_clahe`` is refused.
     stack_mode : {"independent", "shared", "3d"}, optional
         Required for images with more than two spatial axes, refused for 2-D images.
@@ -289,7 +289,7 @@ def process_stack(
         Replace existing outputs; otherwise an existing one raises `FileExistsError`
         before any work is done.
     progress : callable, optional
-        Called with every `tiling.Progress` (step, total, text).
+        Called with every `stacks.Progress` (step, total, text).
 
     Returns
     -------
@@ -301,18 +301,18 @@ def process_stack(
     """
     import shutil
 
-    from napari_kanezaki.imaging.images import ImageSource
     from napari_kanezaki.imaging.io import save_labels, save_overlay
-    from napari_kanezaki.imaging.preprocessing import (
+    from napari_kanezaki.imaging.planes import (
         apply_planes,
         check_stack_preprocessing,
-        is_active,
         preprocess_planes,
         restore_planes,
         without_preprocessing,
     )
+    from napari_kanezaki.imaging.preprocessing import is_active
+    from napari_kanezaki.imaging.sources import ImageSource
+    from napari_kanezaki.imaging.tiles import create_output
     from napari_kanezaki.workflows.stacks import check_stack_mode, segment_iter
-    from napari_kanezaki.core.tiling import create_output
 
     if not overwrite:
         existing = [str(p) for p in outputs.all() if p.exists()]
@@ -611,7 +611,10 @@ def _run_local(todo, scheduler, workers, threads, bar, results) -> None:
 
 
 def _run_distributed(todo, scheduler, bar, results) -> None:
-    from distributed import Client, as_completed
+    from napari_kanezaki.workflows.extras import require
+
+    distributed = require("distributed", "distributed", "running on a dask.distributed scheduler")
+    Client, as_completed = distributed.Client, distributed.as_completed
 
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler

@@ -30,32 +30,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from napari_kanezaki.core.config import Config, SPConfig
-from napari_kanezaki.imaging.images import ImageError, ImageSource, NormalizedImage
-from napari_kanezaki.core.tiling import (
+from napari_kanezaki.core.tiling import fix_batchnorm_statistics, predict_tiles, train_on_crops
+from napari_kanezaki.imaging.images import ImageError, NormalizedImage
+from napari_kanezaki.imaging.sources import ImageSource
+from napari_kanezaki.imaging.tiles import (
     DEFAULT_MEMORY_BUDGET,
-    Progress,
     check_tile_shape,
     create_output,
     fits_budget,
-    fix_batchnorm_statistics,
     iter_tiles,
-    predict_tiles,
     shape_for_budget,
-    train_on_crops,
     working_set_bytes,
 )
 
 if TYPE_CHECKING:
     from napari_kanezaki.core.segmenter import Segmenter
 
-__all__ = ["STACK_MODES", "SegmentationResult", "check_stack_mode", "segment_iter", "run_to_end"]
+__all__ = ["STACK_MODES", "Progress", "SegmentationResult", "check_stack_mode", "segment_iter", "run_to_end"]
 
 STACK_MODES = ("independent", "shared", "3d")
 
@@ -64,6 +62,26 @@ class StopFlag(Protocol):
     """Anything with ``is_set()``, e.g. a `threading.Event`."""
 
     def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of a long computation.
+
+    Attributes
+    ----------
+    step, total : int
+        Steps done and planned (training updates plus tiles or planes).
+    text : str
+        Human-readable status.
+    labels : numpy.ndarray, optional
+        A preview label image (training) or None.
+    """
+
+    step: int
+    total: int
+    text: str
+    labels: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

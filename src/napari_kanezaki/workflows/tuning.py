@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 
 from napari_kanezaki.core.config import Config, ConfigError, SPConfig
+from napari_kanezaki.workflows.extras import require
+
+_PURPOSE = "hyper-parameter tuning (napari-kanezaki tune)"
 
 __all__ = ["DEFAULT_SPACE", "TuneResult", "parse_space_overrides", "search_space", "tune"]
 
@@ -215,11 +218,15 @@ def tune(
     -------
     TuneResult
     """
-    import optuna
+    optuna = require("optuna", "tune", _PURPOSE)
 
-    from napari_kanezaki.workflows.evaluation import _match_key, read_ground_truth, score_annotators
-    from napari_kanezaki.imaging.io import read_image
     from napari_kanezaki.core.segmenter import Segmenter
+    from napari_kanezaki.imaging.io import read_image
+    from napari_kanezaki.workflows.evaluation import (
+        _match_key,
+        read_ground_truth,
+        score_annotators,
+    )
 
     if n_trials < 1:
         raise ConfigError(f"n_trials must be >= 1, got {n_trials}.")
@@ -271,7 +278,7 @@ def tune(
 
 
 def _config_of(trial, base: Config, space: Mapping[str, Any]) -> Config:
-    import optuna
+    optuna = require("optuna", "tune", _PURPOSE)
 
     fixed = optuna.trial.FixedTrial(dict(trial.params))
     return sample_config(fixed, base, space)
@@ -282,8 +289,8 @@ def _storage(storage: str | None):
         return None
     if "://" in storage:
         return storage
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    journal = require("optuna.storages.journal", "tune", _PURPOSE)
+    JournalStorage, JournalFileBackend = journal.JournalStorage, journal.JournalFileBackend
 
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(storage)))
