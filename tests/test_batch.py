@@ -12,7 +12,8 @@ import tifffile
 from napari_kanezaki import STConfig
 from napari_kanezaki.cli.main import main
 from napari_kanezaki.imaging.samples import noisy_regions
-from napari_kanezaki.workflows.batch import Job, plan_workers, run_jobs
+from napari_kanezaki.workflows.batch import plan_workers, run_jobs
+from napari_kanezaki.workflows.jobs import Job
 
 CONFIG = STConfig(n_channels=16, max_iter=5).to_dict()
 

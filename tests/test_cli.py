@@ -48,6 +48,8 @@ def test_every_subcommand_has_help_with_defaults(capsys):
 
 def test_importing_the_cli_imports_no_heavy_library():
     code = ("import sys, napari_kanezaki, napari_kanezaki.cli, napari_kanezaki.workflows.batch, "
+            "napari_kanezaki.workflows.jobs, napari_kanezaki.workflows.processing, "
+            "napari_kanezaki.workflows.outputs, "
             "napari_kanezaki.workflows.tuning, napari_kanezaki.workflows.evaluation; "
             "napari_kanezaki.cli.build_parser(); "
             "heavy = {'torch', 'dask', 'optuna', 'distributed'} & set(sys.modules); "

@@ -17,7 +17,8 @@ from napari_kanezaki.cli import main
 from napari_kanezaki.cli.parser import parse_bytes
 from napari_kanezaki.imaging.planes import preprocess_planes, restore_planes
 from napari_kanezaki.imaging.preprocessing import preprocess
-from napari_kanezaki.workflows.batch import output_paths, process_stack
+from napari_kanezaki.workflows.outputs import output_paths
+from napari_kanezaki.workflows.processing import process_stack
 
 TINY = ["--n-channels", "16", "--max-iter", "5", "--device", "cpu", "--precision", "fp32",
         "-q"]

@@ -138,7 +138,8 @@ def test_require_leaves_a_broken_installation_alone(tmp_path, monkeypatch):
 
 
 def test_tune_and_a_distributed_run_name_their_extras(tmp_path, monkeypatch):
-    from napari_kanezaki.workflows.batch import Job, run_jobs
+    from napari_kanezaki.workflows.batch import run_jobs
+    from napari_kanezaki.workflows.jobs import Job
     from napari_kanezaki.workflows.tuning import tune
 
     monkeypatch.setitem(sys.modules, "optuna", None)  # "not installed"

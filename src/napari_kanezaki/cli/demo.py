@@ -14,18 +14,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``demo`` subcommand.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The subparsers of the ``napari-kanezaki`` parser.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The subcommand's parser (its handler is `run`).
-    """
+    """Add the ``demo`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "demo", "segment the bundled immunohistochemistry sample and write "
                    "labels.tif, overlay.png, config.toml and model.pt")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"), metavar="OUTDIR",
@@ -44,21 +33,14 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """The README's main job: segment the bundled sample, write the four result files.
 
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed ``demo`` options.
-
-    Returns
-    -------
-    int
-        Exit status 0.
+    Takes the parsed options; returns the exit status (0).
     """
     from tqdm.auto import tqdm
 
     from napari_kanezaki.core.config import config_for_method
     from napari_kanezaki.imaging.samples import immunohistochemistry
-    from napari_kanezaki.workflows.batch import output_paths, process_image
+    from napari_kanezaki.workflows.outputs import output_paths
+    from napari_kanezaki.workflows.processing import process_image
 
     image = immunohistochemistry(args.size)
     config = config_for_method(args.method)(max_iter=args.max_iter)

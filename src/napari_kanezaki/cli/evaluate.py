@@ -14,18 +14,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``evaluate`` subcommand.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The subparsers of the ``napari-kanezaki`` parser.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The subcommand's parser (its handler is `run`).
-    """
+    """Add the ``evaluate`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "evaluate", "score predicted label images against ground truth: "
                    "best-match mIoU and adjusted Rand index, per image and mean")
     p.add_argument("predictions", nargs="+", metavar="PRED",
@@ -47,15 +36,7 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print the per-image and mean scores; optionally write them as CSV and JSON.
 
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed ``evaluate`` options.
-
-    Returns
-    -------
-    int
-        Exit status 0.
+    Takes the parsed options; returns the exit status (0).
     """
     from napari_kanezaki.workflows.evaluation import evaluate_files, summarize
 

@@ -14,18 +14,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``predict`` subcommand.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The subparsers of the ``napari-kanezaki`` parser.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The subcommand's parser (its handler is `run`).
-    """
+    """Add the ``predict`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "predict", "segment 2-D images with a trained model, without "
                    "retraining (stacks: use segment --stack-mode)")
     p.add_argument("model", type=Path, metavar="MODEL", help="model file (train/segment output)")
@@ -40,18 +29,11 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Label every input with the model, one job per image.
 
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed ``predict`` options.
-
-    Returns
-    -------
-    int
-        Exit status: 0, or 1 when some images failed.
+    Takes the parsed options; returns the exit status (0, or 1 when some images failed).
     """
     from napari_kanezaki.core.segmenter import Segmenter
-    from napari_kanezaki.workflows.batch import Job, run_jobs
+    from napari_kanezaki.workflows.batch import run_jobs
+    from napari_kanezaki.workflows.jobs import Job
 
     model = Segmenter.load(args.model, device="cpu")  # checks the file before any work
     images = expand_inputs(args.inputs)

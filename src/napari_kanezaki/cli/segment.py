@@ -28,18 +28,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``segment`` subcommand.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The subparsers of the ``napari-kanezaki`` parser.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The subcommand's parser (its handler is `run`).
-    """
+    """Add the ``segment`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "segment", "train a fresh model on each image and write its labels "
                    "(one image: the seed's 'base'; folders/globs: 'base_folder')")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -65,17 +54,10 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Segment every input, one job per image (in this process or on Dask).
 
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed ``segment`` options.
-
-    Returns
-    -------
-    int
-        Exit status: 0, or 1 when some images failed.
+    Takes the parsed options; returns the exit status (0, or 1 when some images failed).
     """
-    from napari_kanezaki.workflows.batch import Job, run_jobs
+    from napari_kanezaki.workflows.batch import run_jobs
+    from napari_kanezaki.workflows.jobs import Job
 
     config = build_config(args)
     images = expand_inputs(args.inputs)
@@ -110,7 +92,7 @@ def _single_with_progress(job, config, quiet: bool):
     """One image in this process, with an iteration progress bar."""
     from tqdm.auto import tqdm
 
-    from napari_kanezaki.workflows.batch import JobResult, run_job
+    from napari_kanezaki.workflows.jobs import JobResult, run_job
 
     if not job.overwrite and job.outputs.labels.exists():
         return JobResult(job.name, "skipped", "outputs exist")

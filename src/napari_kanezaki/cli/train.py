@@ -14,18 +14,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``train`` subcommand.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The subparsers of the ``napari-kanezaki`` parser.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The subcommand's parser (its handler is `run`).
-    """
+    """Add the ``train`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "train", "train one model on reference images (the seed's 'ref' "
                    "configuration, TIP 2020 reference mode) and save it")
     p.add_argument("inputs", nargs="+", metavar="REF", help="reference images, folders or globs")
@@ -40,15 +29,7 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Train on the reference images; write the model and its config beside it.
 
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed ``train`` options.
-
-    Returns
-    -------
-    int
-        Exit status 0.
+    Takes the parsed options; returns the exit status (0).
     """
     from tqdm.auto import tqdm
 

@@ -13,18 +13,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``tune`` subcommand.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The subparsers of the ``napari-kanezaki`` parser.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The subcommand's parser (its handler is `run`).
-    """
+    """Add the ``tune`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "tune", "Optuna (TPE) search of the hyper-parameters maximising "
                    "mean best-match IoU against ground truth; writes the best config")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders or globs")
@@ -54,15 +43,7 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the study; write the best configuration and print its parameters.
 
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed ``tune`` options.
-
-    Returns
-    -------
-    int
-        Exit status 0.
+    Takes the parsed options; returns the exit status (0).
     """
     from napari_kanezaki.workflows.tuning import parse_space_overrides, tune
 

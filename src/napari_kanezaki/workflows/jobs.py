@@ -1,0 +1,222 @@
+"""One job: one image, stack or volume file segmented into its output files.
+
+A `Job` is plain data (paths, the config as a dict, seed, device), so it pickles to any
+dask.distributed worker. `run_job` never raises: a failing or unreadable image becomes a
+``"failed"`` `JobResult` and the other jobs go on. 2-D images go through
+`processing.process_image`; stacks and volumes (a `Job` with ``stack_mode``) and large
+images (``memory_budget``, ``tile_shape`` or ``zarr``) through `processing.process_stack`.
+
+Importing this module imports neither torch nor dask (they load when a job runs).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_kanezaki.workflows.outputs import OutputPaths, output_paths
+from napari_kanezaki.workflows.processing import process_image, process_stack
+
+__all__ = ["Job", "JobResult", "run_job"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to segment: train a fresh model on it, or predict it with a model file.
+
+    Attributes
+    ----------
+    name : str
+        Output stem (unique within a run).
+    image : Path
+        Image file.
+    outdir : Path
+        Output folder.
+    config : dict
+        ``Config.to_dict()`` of the run (ignored when `model` is set: the file's config is used).
+    seed, device, precision
+        `Segmenter` arguments.
+    scribbles : Path, optional
+        Scribble file (ST only).
+    scribble_format : {"napari", "published"}
+        ``"napari"``: 0 = not scribbled, k = class k; ``"published"``: the TIP 2020 code's
+        8-bit files, 255 = not scribbled.
+    model : Path, optional
+        Model file: predict with it instead of training.
+    save_model : bool
+        Write the trained model next to the labels.
+    channel_axis : int, optional
+        Channel axis of multichannel images.
+    overwrite : bool
+        Replace existing outputs.
+    torch_threads : int, optional
+        Intra-op threads of torch for this job (None: leave as is, or on a dask worker
+        ``cores // worker threads``).
+    stack_mode : {"independent", "shared", "3d"}, optional
+        For stacks and volumes (see `stacks`); required for them, refused for 2-D images.
+        ``"independent"`` writes no model (every plane has its own).
+    spacing : tuple of float, optional
+        Pixel/voxel size per spatial axis (e.g. Z, Y, X).
+    memory_budget : int, optional
+        Bytes the network may use (default 2 GiB); larger inputs are trained on crops and
+        predicted in tiles.
+    tile_shape : tuple of int, optional
+        Force tiled prediction with tiles of this size (one entry per network axis).
+    zarr : bool
+        Write the labels as a zarr store ``<stem>_labels.zarr`` instead of a TIFF.
+    """
+
+    name: str
+    image: Path
+    outdir: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    scribbles: Path | None = None
+    scribble_format: str = "napari"
+    model: Path | None = None
+    save_model: bool = True
+    channel_axis: int | None = None
+    overwrite: bool = False
+    torch_threads: int | None = None
+    stack_mode: str | None = None
+    spacing: tuple[float, ...] | None = None
+    memory_budget: int | None = None
+    tile_shape: tuple[int, ...] | None = None
+    zarr: bool = False
+
+    @property
+    def uses_engine(self) -> bool:
+        """True when the job runs through `process_stack` (stacks, tiling, zarr output)."""
+        return (
+            self.stack_mode is not None
+            or self.memory_budget is not None
+            or self.tile_shape is not None
+            or self.zarr
+            or self.spacing is not None
+        )
+
+    @property
+    def outputs(self) -> OutputPaths:
+        """Output paths of this job."""
+        model = self.save_model and self.model is None and self.stack_mode != "independent"
+        return output_paths(self.outdir, self.name, model=model, zarr=self.zarr)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Outcome of one job: ``status`` is ``"done"``, ``"skipped"`` or ``"failed"``."""
+
+    name: str
+    status: str
+    message: str = ""
+    n_labels: int = 0
+    seconds: float = 0.0
+
+
+def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResult:
+    """Run one job; every error becomes a ``"failed"`` result (never raises).
+
+    Parameters
+    ----------
+    job : Job
+    progress : callable, optional
+        Called with every `TrainingState` of the training.
+
+    Returns
+    -------
+    JobResult
+    """
+    start = time.perf_counter()
+    try:
+        _set_torch_threads(job.torch_threads)
+        from napari_kanezaki.core.config import config_for_method
+        from napari_kanezaki.imaging.images import scribbles_from_published
+        from napari_kanezaki.imaging.io import open_image, read_image
+
+        scribbles = None
+        if job.scribbles is not None:
+            scribbles = read_image(job.scribbles)
+            if job.scribble_format == "published":
+                scribbles = scribbles_from_published(scribbles)
+        config = None
+        if job.model is None:
+            config = config_for_method(job.config["method"]).from_dict(job.config)
+        if job.uses_engine:
+            if job.model is not None:
+                raise ValueError("predicting with a model file takes 2-D images only.")
+            labels, _ = process_stack(
+                open_image(job.image),
+                job.outputs,
+                config,
+                stack_mode=job.stack_mode,
+                scribbles=scribbles,
+                spacing=job.spacing,
+                memory_budget=job.memory_budget,
+                tile_shape=job.tile_shape,
+                seed=job.seed,
+                device=job.device,
+                precision=job.precision,
+                channel_axis=job.channel_axis,
+                overwrite=job.overwrite,
+                progress=progress,
+            )
+            n_labels = _count_labels(labels)
+            return JobResult(job.name, "done", "", n_labels, time.perf_counter() - start)
+        image = read_image(job.image)
+        labels, _ = process_image(
+            image,
+            job.outputs,
+            config,
+            scribbles=scribbles,
+            seed=job.seed,
+            device=job.device,
+            precision=job.precision,
+            channel_axis=job.channel_axis,
+            overwrite=job.overwrite,
+            model=job.model,
+            progress=progress,
+        )
+    except Exception as exc:  # one bad image must not stop the batch
+        message = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, (ValueError, OSError, RuntimeError)):
+            message += "\n" + traceback.format_exc(limit=3)
+        return JobResult(job.name, "failed", message, 0, time.perf_counter() - start)
+    return JobResult(job.name, "done", "", int(np.unique(labels).size),
+                     time.perf_counter() - start)
+
+
+# -- internals -----------------------------------------------------------------------------
+def _set_torch_threads(threads: int | None) -> None:
+    if threads is None:
+        try:
+            from distributed import get_worker
+
+            worker = get_worker()
+        except (ImportError, ValueError):
+            return
+        cores = os.cpu_count() or 1
+        threads = max(1, cores // max(1, worker.state.nthreads))
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def _count_labels(labels: Any) -> int:
+    """Number of distinct labels, read plane by plane for zarr arrays."""
+    if isinstance(labels, np.ndarray):
+        return int(np.unique(labels).size)
+    seen: set[int] = set()
+    shape = labels.shape
+    for lead in np.ndindex(*shape[:-2]):
+        seen.update(int(v) for v in np.unique(np.asarray(labels[lead])))
+    return len(seen)

@@ -1,0 +1,272 @@
+"""Segmenting one image, stack or volume array and writing its outputs.
+
+`process_image` trains a fresh `Segmenter` on a 2-D image (or loads a model file),
+predicts it and writes the labels TIFF, the overlay PNG and the model. `process_stack`
+runs stacks and volumes (one of the three stack modes) and large images (``memory_budget``,
+``tile_shape`` or a zarr output) with `stacks.segment_iter`, tiling within the memory
+budget; it applies the 2-D preprocessing plane by plane (`planes.preprocess_planes`),
+writes the labels as a TIFF or as a zarr store ``<stem>_labels.zarr``, and the overlay of
+the middle plane.
+
+Outputs are written under temporary names (`outputs.partial_path`) and renamed at the end,
+the labels last, so an image whose label file exists is complete.
+
+Importing this module imports neither torch nor dask (they load when an image is segmented).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_kanezaki.workflows.outputs import (
+    OutputPaths,
+    display_image,
+    display_plane,
+    partial_path,
+    plane_chunks,
+)
+
+__all__ = ["process_image", "process_stack"]
+
+
+def process_image(
+    image: np.ndarray,
+    outputs: OutputPaths,
+    config: Any,
+    *,
+    scribbles: np.ndarray | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    channel_axis: int | None = None,
+    overwrite: bool = False,
+    model: str | Path | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> tuple[np.ndarray, Any]:
+    """Segment one image array and write its outputs (labels TIFF, overlay PNG, model).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image (never modified).
+    outputs : OutputPaths
+        Destinations; ``outputs.model`` None writes no model.
+    config : SPConfig or STConfig
+        Settings (ignored when `model` is given).
+    scribbles : numpy.ndarray, optional
+        napari-style scribbles (ST only).
+    seed, device, precision, channel_axis
+        As for `Segmenter`.
+    overwrite : bool
+        Replace existing outputs; otherwise an existing one raises `FileExistsError` before
+        any work is done.
+    model : path, optional
+        Predict with this model file instead of training.
+    progress : callable, optional
+        Called with every `TrainingState`.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        int32 labels of the image's spatial shape.
+    segmenter : Segmenter
+    """
+    from napari_kanezaki.core.segmenter import Segmenter
+    from napari_kanezaki.imaging.io import save_labels, save_overlay
+
+    if not overwrite:
+        existing = [str(p) for p in outputs.all() if p.exists()]
+        if existing:
+            raise FileExistsError(
+                f"{', '.join(existing)} already exist(s); pass --overwrite (overwrite=True) "
+                "or choose another output folder."
+            )
+    if model is not None:
+        segmenter = Segmenter.load(model, device=device, precision=precision)
+    else:
+        segmenter = Segmenter(config, device=device, seed=seed, precision=precision)
+        for state in segmenter.run(image, scribbles, channel_axis=channel_axis):
+            if progress is not None:
+                progress(state)
+    labels = segmenter.predict(image, channel_axis=channel_axis)
+    outputs.labels.parent.mkdir(parents=True, exist_ok=True)
+    temporary = []
+    try:
+        if outputs.model is not None:
+            temporary.append((segmenter.save(partial_path(outputs.model), overwrite=True),
+                              outputs.model))
+        temporary.append((save_overlay(partial_path(outputs.overlay),
+                                       display_image(image, channel_axis),
+                                       labels, overwrite=True), outputs.overlay))
+        temporary.append((save_labels(partial_path(outputs.labels), labels, overwrite=True),
+                          outputs.labels))
+        for tmp, final in temporary:  # labels last: their presence marks a complete job
+            if final.exists() and not overwrite:
+                raise FileExistsError(f"{final} appeared while segmenting; not replacing it.")
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in temporary:
+            if tmp.exists():
+                tmp.unlink()
+    return labels, segmenter
+
+
+def process_stack(
+    image: Any,
+    outputs: OutputPaths,
+    config: Any,
+    *,
+    stack_mode: str | None = None,
+    scribbles: np.ndarray | None = None,
+    spacing: Sequence[float] | None = None,
+    memory_budget: int | None = None,
+    tile_shape: Sequence[int] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    channel_axis: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Any], None] | None = None,
+) -> tuple[Any, Any]:
+    """Segment a stack, volume or large image with `stacks.segment_iter` and write its outputs.
+
+    Parameters
+    ----------
+    image : array_like
+        NumPy array or memory map (e.g. from `io.open_image`; never modified), 2-D or with
+        more spatial axes; any dtype (normalised once for the whole stack).
+    outputs : OutputPaths
+        Destinations: labels ``.tif`` or ``.zarr`` (a zarr store, written region by
+        region), the overlay PNG of the middle plane (every leading axis at its middle
+        index), and the model (None: none written).
+    config : SPConfig or STConfig
+        Settings. The 2-D preprocessing (``crop_bottom``, ``resize_multiple``, ``clahe``,
+        ``median_blur``) is applied to every plane on its last two axes (see
+        `planes.preprocess_planes`; this loads the normalised stack in memory) and
+        the labels are mapped back plane by plane; ``augment_clahe`` is refused.
+    stack_mode : {"independent", "shared", "3d"}, optional
+        Required for images with more than two spatial axes, refused for 2-D images.
+    scribbles : numpy.ndarray, optional
+        ST only, napari-style, of the image's spatial shape.
+    spacing, memory_budget, tile_shape, seed, device, precision, channel_axis
+        As for `stacks.segment_iter`.
+    overwrite : bool
+        Replace existing outputs; otherwise an existing one raises `FileExistsError`
+        before any work is done.
+    progress : callable, optional
+        Called with every `stacks.Progress` (step, total, text).
+
+    Returns
+    -------
+    labels : numpy.ndarray or zarr.Array
+        int32 labels of the image's spatial shape (the zarr array at ``outputs.labels``
+        when it is a ``.zarr`` store).
+    segmenter : Segmenter or None
+        The model (shared, 3d, 2-D) or the last plane's (independent).
+    """
+    import shutil
+
+    from napari_kanezaki.imaging.io import save_labels, save_overlay
+    from napari_kanezaki.imaging.planes import (
+        apply_planes,
+        check_stack_preprocessing,
+        preprocess_planes,
+        restore_planes,
+        without_preprocessing,
+    )
+    from napari_kanezaki.imaging.preprocessing import is_active
+    from napari_kanezaki.imaging.sources import ImageSource
+    from napari_kanezaki.imaging.tiles import create_output
+    from napari_kanezaki.workflows.stacks import check_stack_mode, segment_iter
+
+    if not overwrite:
+        existing = [str(p) for p in outputs.all() if p.exists()]
+        if existing:
+            raise FileExistsError(
+                f"{', '.join(existing)} already exist(s); pass --overwrite (overwrite=True) "
+                "or choose another output folder."
+            )
+    source = ImageSource(image, channel_axis=channel_axis)
+    check_stack_mode(source, stack_mode)
+    check_stack_preprocessing(config)
+    engine_source, engine_config, geometry = source, config, None
+    if is_active(config):
+        planes, geometry = preprocess_planes(source.read(), config)
+        engine_source = ImageSource.from_normalized(planes)
+        engine_config = without_preprocessing(config)
+        scribbles = apply_planes(scribbles, geometry)
+    to_zarr = outputs.labels.suffix == ".zarr"
+    reshaped = geometry is not None and not geometry.identity
+    outputs.labels.parent.mkdir(parents=True, exist_ok=True)
+    tmp_labels = partial_path(outputs.labels)
+    temporary: list[tuple[Path, Path]] = []
+    try:
+        generator = segment_iter(
+            engine_source,
+            engine_config,
+            stack_mode=stack_mode,
+            scribbles=scribbles,
+            spacing=spacing,
+            seed=seed,
+            device=device,
+            precision=precision,
+            memory_budget=memory_budget,
+            tile_shape=tile_shape,
+            out=tmp_labels if to_zarr and not reshaped else None,
+            overwrite=True,
+        )
+        while True:
+            try:
+                state = next(generator)
+            except StopIteration as done:
+                result = done.value
+                break
+            if progress is not None:
+                progress(state)
+        labels = result.labels
+        if reshaped:
+            assert geometry is not None
+            labels = restore_planes(labels, geometry)
+            if to_zarr:
+                store = create_output(labels.shape, tmp_labels, chunks=plane_chunks(labels.shape),
+                                      overwrite=True)
+                store[...] = labels
+        segmenter = result.segmenter
+        if outputs.model is not None and segmenter is not None:
+            segmenter.config = config  # what a later `predict` must apply to its inputs
+            temporary.append((segmenter.save(partial_path(outputs.model), overwrite=True),
+                              outputs.model))
+        middle = tuple(n // 2 for n in source.spatial_shape[:-2])
+        temporary.append((
+            save_overlay(partial_path(outputs.overlay), display_plane(source.read(middle)),
+                         np.asarray(labels[middle]), overwrite=True),
+            outputs.overlay,
+        ))
+        if to_zarr:
+            temporary.append((tmp_labels, outputs.labels))
+        else:
+            temporary.append((save_labels(tmp_labels, np.asarray(labels), overwrite=True),
+                              outputs.labels))
+        for tmp, final in temporary:  # labels last: their presence marks a complete job
+            if final.exists():
+                if not overwrite:
+                    raise FileExistsError(f"{final} appeared while segmenting; not replacing it.")
+                if final.is_dir():
+                    shutil.rmtree(final)
+            os.replace(tmp, final)
+    finally:
+        for tmp in {t for t, _ in temporary} | {tmp_labels}:
+            if tmp.is_dir():
+                shutil.rmtree(tmp)
+            elif tmp.exists():
+                tmp.unlink()
+    if to_zarr:
+        import zarr
+
+        labels = zarr.open_array(str(outputs.labels), mode="r")
+    return labels, segmenter
