@@ -202,32 +202,44 @@ def parse_bytes(text: str) -> int:
 
 
 # -- configuration ---------------------------------------------------------------------------
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace, *, reference_mode: bool = False):
     """Preset (or config file), then field options and ``--set`` values.
 
     Parameters
     ----------
     args : argparse.Namespace
         Parsed options of a subcommand with the configuration group.
+    reference_mode : bool
+        Training on reference images (``train``): the paper preset of ST is then the
+        published reference-image demo's, whose continuity weight is 5 (not 1).
 
     Returns
     -------
     SPConfig or STConfig
     """
-    from napari_kanezaki.core.config import ConfigError, load_config, load_preset
+    from napari_kanezaki.core.config import (
+        ConfigError,
+        config_for_method,
+        load_config,
+        load_preset,
+    )
 
     method = args.method
     if args.config is not None:
         if args.preset is not None:
             raise CLIError("--config replaces the preset: pass one of --config and --preset.")
-        base = load_config(args.config)
-        if method is not None and method != base.method:
-            raise CLIError(
-                f"--method {method} but {args.config} is a {base.method!r} config; drop "
-                "--method or use a config file of that method."
-            )
+        if method is None:
+            base = load_config(args.config)
+        else:  # the file's method key may be missing; a different one is refused
+            try:
+                base = config_for_method(method).from_file(args.config)
+            except ConfigError as exc:
+                raise CLIError(f"--method {method} and {args.config}: {exc}") from exc
     else:
-        base = load_preset(args.preset or "paper", method or "st")
+        preset = args.preset or "paper"
+        base = load_preset(preset, method or "st")
+        if reference_mode and preset == "paper" and base.method == "st":
+            base = base.replace(w_con=5.0)
     changes: dict[str, Any] = {}
     for key, value in vars(args).items():
         if key.startswith("field_") and value is not None:

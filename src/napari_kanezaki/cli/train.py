@@ -16,7 +16,8 @@ __all__ = ["register", "run"]
 def register(sub) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "train", "train one model on reference images (the seed's 'ref' "
-                   "configuration, TIP 2020 reference mode) and save it")
+                   "configuration, TIP 2020 reference mode) and save it; with the paper "
+                   "preset, ST uses the published reference demo's w_con = 5")
     p.add_argument("inputs", nargs="+", metavar="REF", help="reference images, folders or globs")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL",
                    help="model file to write (.pt); its config is written beside it (.toml)")
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_kanezaki.core.segmenter import Segmenter
     from napari_kanezaki.imaging.io import read_image
 
-    config = build_config(args)
+    config = build_config(args, reference_mode=True)
     refs = expand_inputs(args.inputs, "reference image")
     model_path: Path = args.output
     config_path = model_path.with_suffix(".toml")

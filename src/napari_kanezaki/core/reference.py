@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_kanezaki.core.config import Config, SPConfig
+from napari_kanezaki.core.optim import make_optimizer
 from napari_kanezaki.core.training import TrainingState, batch_superpixels
 from napari_kanezaki.imaging.images import ImageError
 from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_network_input
@@ -36,12 +37,14 @@ def reference_batches(
     -------
     list of list of numpy.ndarray
         Batches of float32 ``(C, *spatial)`` arrays; the arrays of a batch share a shape.
+        As in the published code there are ``len(images) // batch_size`` batches: the
+        images of a partial last batch are not trained on.
 
     Raises
     ------
     ImageError
-        For no images, a bare array instead of a list, mixed channel counts or a batch of
-        different sizes.
+        For no images, a bare array instead of a list, mixed channel counts, fewer images
+        than ``batch_size`` or a batch of different sizes.
     """
     if isinstance(images, np.ndarray) and images.ndim == 2:
         raise ImageError("fit expects a sequence of images; wrap a single image in a list.")
@@ -55,7 +58,13 @@ def reference_batches(
             "convert them to the same layout (e.g. all RGB)."
         )
     size = config.batch_size
-    batches = [arrays[i : i + size] for i in range(0, len(arrays), size)]
+    if size > len(arrays):
+        raise ImageError(
+            f"batch_size={size} is larger than the number of reference images "
+            f"({len(arrays)}): no full batch to train on. Lower batch_size or add images."
+        )
+    # As published: int(len(images) / batch_size) batches, a partial last batch is dropped.
+    batches = [arrays[i : i + size] for i in range(0, len(arrays) // size * size, size)]
     for batch in batches:
         if len({a.shape for a in batch}) != 1:
             raise ImageError(
@@ -72,7 +81,10 @@ def _reference_input(image: np.ndarray, config: Config, channel_axis: int | None
         return array
     from skimage.transform import resize
 
-    resized = resize(array, (array.shape[0], size, size), order=1, anti_aliasing=True)
+    # As published (OpenCV's bilinear cv2.resize): no anti-aliasing, edges replicated. The
+    # published code resized the 8-bit image; here the normalised one (not rounded to 8 bits).
+    resized = resize(array, (array.shape[0], size, size), order=1, mode="edge",
+                     anti_aliasing=False)
     return resized.astype(np.float32)
 
 
@@ -94,6 +106,10 @@ def train_on_batches(
         ``max_iter`` is the total number of updates; the last state is ``done``.
     """
     cfg = segmenter.config
+    assert segmenter.model is not None
+    # As published: one optimiser for the whole fit, its momentum carried across batches
+    # and epochs.
+    optimizer = make_optimizer(cfg, segmenter.model.parameters())
     augment = make_augmenter(cfg, segmenter.seed)
     total = cfg.n_epochs * len(batches) * cfg.max_update
     sp_cache: dict[int, tuple] = {}
@@ -107,7 +123,8 @@ def train_on_batches(
                     sp_cache[b] = batch_superpixels(batch, cfg, segmenter.device,
                                                     spacing=segmenter.spacing)
                 superpixels = sp_cache[b]
-            step = segmenter._make_step((x.shape[0], *x.shape[2:]), superpixels)
+            step = segmenter._make_step((x.shape[0], *x.shape[2:]), superpixels,
+                                        optimizer=optimizer)
             for _ in range(cfg.max_update):
                 iteration += 1
                 if augment is not None:  # the seed's random CLAHE, new at every update

@@ -76,8 +76,6 @@ class Segmenter:
         self._autocast_dtype = resolve_precision(precision, self.device)
         # Host reads of the label count stall a GPU: check the stop rule every 10 updates there.
         self._check_every = 1 if self.device.type == "cpu" else 10
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input size: autotune convolutions
         self.model: KanezakiNet | None = None
         self.keep_ids: tuple[int, ...] = ()
         self.spacing = check_spacing(spacing)
@@ -146,9 +144,10 @@ class Segmenter:
         """Train one model on several images (reference mode), yielding a state per update.
 
         The TIP 2020 code's reference-image mode: every image resized to ``ref_size``
-        squared (unless 0), then for each of ``n_epochs`` epochs and each batch of
-        ``batch_size`` images, ``max_update`` consecutive updates on that batch. No stop
-        rule. Afterwards `predict` segments any image at full resolution.
+        squared (bilinear, unless 0), then for each of ``n_epochs`` epochs and each of the
+        ``len(images) // batch_size`` batches, ``max_update`` consecutive updates on that
+        batch, with one optimiser for the whole fit. No stop rule. Afterwards `predict`
+        segments any image at full resolution.
 
         Parameters
         ----------
