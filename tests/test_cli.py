@@ -106,8 +106,9 @@ def test_train_then_predict_with_the_same_labels(folder):
     images = folder / "images"
     assert main(["train", "--method", "st", str(images), "-o", str(model), "--ref-size", "32",
                  "--max-update", "3", *TINY]) == 0
+    # the paper preset in reference mode is the published reference demo's: w_con = 5
     assert load_config(folder / "model.toml") == STConfig(
-        n_channels=16, max_iter=5, ref_size=32, max_update=3)
+        n_channels=16, max_iter=5, ref_size=32, max_update=3, w_con=5.0)
     out = folder / "pred"
     assert main(["predict", str(model), str(images / "*.png"), "-o", str(out), "--device",
                  "cpu", "--precision", "fp32", "-q"]) == 0
@@ -118,6 +119,22 @@ def test_train_then_predict_with_the_same_labels(folder):
     assert load_config(out / "config.toml").ref_size == 32
     # an existing model is not overwritten
     assert main(["train", "--method", "st", str(images), "-o", str(model), *TINY]) == 2
+
+
+def test_config_file_without_method_takes_the_method_option(folder, capsys):
+    config = folder / "no-method.toml"
+    config.write_text("n_channels = 16\nmax_iter = 4\n", encoding="utf-8")
+    image = folder / "images" / "a.png"
+    assert main(["segment", str(image), "--method", "sp", "--config", str(config),
+                 "-o", str(folder / "out"), "--device", "cpu", "-q"]) == 0
+    assert load_config(folder / "out" / "config.toml") == SPConfig(n_channels=16, max_iter=4)
+    assert main(["segment", str(image), "--config", str(config), "-o", str(folder / "o2"),
+                 "-q"]) == 2
+    assert "no 'method' key" in capsys.readouterr().err
+    STConfig(n_channels=16).to_file(folder / "st.toml")
+    assert main(["segment", str(image), "--method", "sp", "--config", str(folder / "st.toml"),
+                 "-o", str(folder / "o3"), "-q"]) == 2
+    assert "for method 'st', not 'sp'" in capsys.readouterr().err
 
 
 def test_evaluate_prints_and_writes_known_scores(folder, capsys):
