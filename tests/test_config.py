@@ -98,3 +98,79 @@ def test_replace_validates():
     assert STConfig().replace(max_iter=5).max_iter == 5
     with pytest.raises(ConfigError, match="unknown ST setting"):
         STConfig().replace(n_segments=5)
+
+
+# -- shipped presets: written by preset_text, so their comments follow core/settings.py --------
+def _preset_title(text: str) -> str:
+    """The header of a preset file: its leading comment lines, without the ``# ``."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(lines)
+
+
+def write_presets() -> None:
+    """Rewrite the shipped presets with `preset_text`, keeping their values and headers.
+
+    Run ``python tests/test_config.py`` after changing a help text in core/settings.py.
+    """
+    from napari_kanezaki.core.config import PRESETS, load_preset, preset_path, preset_text
+
+    for name in PRESETS:
+        for method in ("sp", "st"):
+            path = preset_path(name, method)
+            title = _preset_title(path.read_text(encoding="utf-8"))
+            path.write_text(preset_text(load_preset(name, method), title), encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", ["paper", "seed"])
+@pytest.mark.parametrize("method", ["sp", "st"])
+def test_shipped_presets_are_preset_text_of_their_values(name, method):
+    from napari_kanezaki.core.config import load_preset, preset_path, preset_text
+
+    text = preset_path(name, method).read_text(encoding="utf-8")
+    title = _preset_title(text)
+    assert title and text.startswith("# ")
+    assert text == preset_text(load_preset(name, method), title), (
+        f"{name}-{method}.toml is out of date with core/settings.py; regenerate the presets "
+        "with `python tests/test_config.py`."
+    )
+    first_line = title.splitlines()[0]
+    if name == "paper":
+        assert "the publications' defaults" in first_line
+    else:
+        assert "the seed project's values" in first_line
+
+
+def test_paper_presets_are_the_dataclass_defaults():
+    from napari_kanezaki.core.config import load_preset
+
+    assert load_preset("paper", "sp") == SPConfig()
+    assert load_preset("paper", "st") == STConfig()
+
+
+def test_preset_text_comments_every_field_with_its_help_and_reads_back(tmp_path):
+    from napari_kanezaki.core.config import preset_text
+    from napari_kanezaki.core.settings import SETTINGS
+
+    cfg = SPConfig(superpixel="felzenszwalb", weight_decay=0.02, checkpoint='a "b".pt')
+    text = preset_text(cfg, "My preset\nsecond line")
+    lines = text.splitlines()
+    assert lines[:3] == ["# My preset", "# second line", ""]
+    assert lines[3].startswith('method = "sp"')
+    body = lines[4:]
+    assert [line.split(" = ")[0] for line in body] == [
+        name for name in SETTINGS if hasattr(cfg, name)
+    ]
+    for line in body:
+        key = line.split(" = ")[0]
+        assert line.endswith(f"  # {SETTINGS[key].help}")
+    path = tmp_path / "p.toml"
+    path.write_text(text, encoding="utf-8")
+    assert load_config(path) == cfg
+
+
+if __name__ == "__main__":
+    write_presets()

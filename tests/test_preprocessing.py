@@ -75,9 +75,11 @@ def test_new_fields_round_trip_through_files(tmp_path):
 
 
 # -- pure functions ------------------------------------------------------------------------------
-def test_multiple_shape_rounds_to_nearest_multiple_and_never_to_zero():
-    assert multiple_shape((45, 50), 32) == (32, 64)
-    assert multiple_shape((10, 100), 32) == (32, 96)
+def test_multiple_shape_rounds_down_as_the_seed_and_never_to_zero():
+    assert multiple_shape((45, 50), 32) == (32, 32)  # int(w / 32) * 32
+    assert multiple_shape((63, 95), 32) == (32, 64)  # nearest would be (64, 96)
+    assert multiple_shape((10, 100), 32) == (32, 96)  # shorter than 32: 32, not 0
+    assert multiple_shape((64, 96), 32) == (64, 96)
     assert multiple_shape((48, 49), 0) == (48, 49)
 
 
@@ -125,14 +127,14 @@ def test_random_clahe_is_reproducible_per_seed_and_varies_per_call():
 def test_preprocess_geometry_restores_labels_and_maps_scribbles():
     image = np.random.default_rng(3).random((3, 45, 50)).astype(np.float32)
     before = image.copy()
-    cfg = STConfig(crop_bottom=5, resize_multiple=32)
+    cfg = STConfig(crop_bottom=5, resize_multiple=16)
     out, geometry = preprocess(image, cfg)
     np.testing.assert_array_equal(image, before)  # input untouched
-    assert out.shape == (3, 32, 64)
-    assert geometry == Geometry((45, 50), 5, (32, 64)) and not geometry.identity
-    labels = np.zeros((32, 64), np.int32)
-    labels[:, 32:] = 7
-    labels[:, :32] = 3
+    assert out.shape == (3, 32, 48)  # (40, 50) down to multiples of 16
+    assert geometry == Geometry((45, 50), 5, (32, 48)) and not geometry.identity
+    labels = np.zeros((32, 48), np.int32)
+    labels[:, 24:] = 7
+    labels[:, :24] = 3
     restored = geometry.restore(labels)
     assert restored.shape == (45, 50)
     assert set(np.unique(restored[:40])) == {3, 7}  # nearest neighbour: ids intact
@@ -140,7 +142,7 @@ def test_preprocess_geometry_restores_labels_and_maps_scribbles():
     scribbles = np.zeros((45, 50), np.int32)
     scribbles[10:20, 5:15] = 2
     mapped = geometry.apply(scribbles)
-    assert mapped.shape == (32, 64) and set(np.unique(mapped)) == {0, 2}
+    assert mapped.shape == (32, 48) and set(np.unique(mapped)) == {0, 2}
     with pytest.raises(ImageError, match="image's spatial shape is .45, 50."):
         geometry.apply(np.zeros((10, 10), np.int32))
     unchanged, identity = preprocess(image, STConfig())

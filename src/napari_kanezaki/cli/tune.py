@@ -29,9 +29,18 @@ def register(sub) -> argparse.ArgumentParser:
                    "URL (sqlite:///study.db); default: in memory, not resumable")
     p.add_argument("--study-name", default="napari-kanezaki",
                    help="study name inside the storage")
-    p.add_argument("--space", action="append", default=[], metavar="NAME=LOW:HIGH|VALUE",
-                   help="change a search range (max_iter=50:300) or fix a parameter "
-                   "(augment_clahe=false); repeatable. Parameters: see the tuning docs")
+    p.add_argument("--space", action="append", default=[],
+                   metavar="project|seed|NAME=LOW:HIGH|NAME=VALUE",
+                   help="search space, repeatable. A bare name chooses the space: 'project' "
+                   "(the default: n_channels 16-128, n_conv 1-4, lr 0.01-0.5, max_iter "
+                   "50-500, augment_clahe; SP: superpixel algorithm and its parameters; ST: "
+                   "w_sim, w_con 0.1-10) or 'seed' (the seed project's Optuna space, value "
+                   "for value: int/float [low, high, step] ranges and categorical lr lists "
+                   "per method; ST also samples the optimizer, with the seed's weight decay: "
+                   "sgd 0.02, adam/asgd 0, and w_scr). NAME=LOW:HIGH changes a range of the "
+                   "chosen space (max_iter=50:300), NAME=VALUE fixes a parameter "
+                   "(augment_clahe=false); e.g. --space seed --space max_iter=1000:1000. "
+                   "Full tables: napari_kanezaki.workflows.tuning")
     p.add_argument("--ignore", type=int, default=None,
                    help="ground-truth value left out of the scores")
     _config_options(p)
@@ -45,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
     Takes the parsed options; returns the exit status (0).
     """
-    from napari_kanezaki.workflows.tuning import parse_space_overrides, tune
+    from napari_kanezaki.workflows.tuning import parse_space, search_space, tune
 
     config = build_config(args)
+    space_name, overrides = parse_space(args.space)
+    search_space(overrides, space_name, config.method)  # a bad --space fails before any work
     if args.output.exists() and not args.overwrite:
         raise CLIError(f"{args.output} already exists; pass --overwrite or choose another -o.")
     images = expand_inputs(args.inputs)
@@ -55,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     result = tune(
         images, gts, config,
         n_trials=args.trials, storage=args.storage, study_name=args.study_name,
-        space=parse_space_overrides(args.space), seed=args.seed, device=args.device,
+        space=overrides, space_name=space_name, seed=args.seed, device=args.device,
         precision=args.precision, channel_axis=args.channel_axis, ignore=args.ignore,
         progress=not args.quiet,
     )

@@ -358,3 +358,39 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of setting names to values.")
     return data
+
+
+def preset_text(config: Config, title: str) -> str:
+    """Render a configuration as a commented TOML file, as the shipped presets are written.
+
+    The file is a header comment (every line of `title` behind ``# ``), a blank line, then
+    ``method = "sp" | "st"`` and one ``key = value  # help`` line per field in the order of
+    `SETTINGS`, the comment being the field's help from `SETTINGS` (the one description per
+    setting), so a file written by this function can never disagree with the CLI's help or
+    the widget's tooltips. `load_config` reads it back (TOML comments are ignored).
+
+    Parameters
+    ----------
+    config : SPConfig or STConfig
+        The values to write.
+    title : str
+        Header text; may hold several lines (e.g. notes on single values).
+
+    Returns
+    -------
+    str
+        The file's text, ending with a newline.
+    """
+    import tomli_w
+
+    values = config.to_dict()
+    rows = [("method", values["method"],
+             "method: sp (superpixel refinement) or st (similarity + continuity)")]
+    rows += [(name, values[name], setting.help) for name, setting in SETTINGS.items()
+             if name in values]
+    assignments = [tomli_w.dumps({name: value}).strip() for name, value, _ in rows]
+    width = max(len(a) for a in assignments)
+    header = [f"# {line}".rstrip() for line in title.strip("\n").splitlines()]
+    body = [f"{assignment.ljust(width)}  # {help_}"
+            for assignment, (_, _, help_) in zip(assignments, rows, strict=True)]
+    return "\n".join([*header, "", *body]) + "\n"

@@ -214,7 +214,7 @@ _TABLE = (
             "optimizer", choices=("sgd", "adam", "asgd"), published="OPTIMIZER"),
     _float("momentum", "momentum", "SGD momentum (ignored by adam and asgd)", "optimizer",
            0.0, 4, 0.01, high=1.0, high_inclusive=False),
-    _float("weight_decay", "weight decay", "L2 weight decay (papers 0, seed 0.02)",
+    _float("weight_decay", "weight decay", "L2 weight decay, with any optimizer (papers 0, seed 0.02 with sgd)",
            "optimizer", 0.0, 6, 0.001),
     Setting("checkpoint", str, "start from model", "warm start from this model file "
             "('' = fresh weights)", "optimizer", published="CKPT",
@@ -230,9 +230,9 @@ _TABLE = (
     # -- preprocessing (the seed's) ---------------------------------------------------------
     _int("crop_bottom", "cut bottom rows", "preprocessing: cut N pixel rows off the bottom "
          "(SEM bar: 65); those rows get label 0", "preprocessing", 0, published="CROP_BAR_SZ"),
-    _int("resize_multiple", "resize to multiple of", "preprocessing: resize H and W to the "
-         "nearest multiple of N (seed 32; 0 = off); labels are resized back",
-         "preprocessing", 0),
+    _int("resize_multiple", "resize to multiple of", "preprocessing: resize H and W down to "
+         "a multiple of N, as the seed (int(size/N)*N, at least N; seed 32; 0 = off); labels "
+         "are resized back", "preprocessing", 0),
     Setting("clahe", bool, "CLAHE", "preprocessing: CLAHE contrast equalisation on the "
             "lightness (L of Lab)", "preprocessing", published="CLAHE"),
     _float("clahe_clip", "CLAHE clip limit", "CLAHE clip limit in OpenCV units (seed 2; "
@@ -241,7 +241,8 @@ _TABLE = (
     _int("clahe_tiles", "CLAHE tiles", "CLAHE tiles per axis (8 = an 8x8 grid)",
          "preprocessing", 1),
     Setting("augment_clahe", bool, "random CLAHE", "augmentation: a random CLAHE every "
-            "iteration (clip 2-9, grid 3-9)", "preprocessing", published="DATA_AUGM"),
+            "iteration instead of the fixed one (integer clip 2-9, grid 3-9)", "preprocessing",
+            published="DATA_AUGM"),
     _int("median_blur", "median filter", "preprocessing: median filter size, odd (seed 5; "
          "0 = off)", "preprocessing", 0, published="BLUR"),
 )

@@ -1,10 +1,11 @@
 """Preprocessing of stacks and volumes, plane by plane.
 
-Every preprocessing step is a 2-D operation and is applied
-plane by plane, on the last two spatial axes of every plane (every index of the leading
-axes), with the same parameters for all planes: ``crop_bottom`` cuts the bottom rows (Y) of
-every plane, ``resize_multiple`` resizes Y and X of every plane (never Z or time), CLAHE
-and the median filter work on each plane alone (no smoothing or equalisation across
+Every preprocessing step is a 2-D operation and is applied plane by plane, in the seed's
+order (crop, median blur, resize down to a multiple, CLAHE; see `imaging.preprocessing`), on
+the last two spatial axes of every plane (every index of the leading axes), with the same
+parameters for all planes: ``crop_bottom`` cuts the bottom rows (Y) of every plane,
+``resize_multiple`` resizes Y and X of every plane down to a multiple (never Z or time),
+CLAHE and the median filter work on each plane alone (no smoothing or equalisation across
 planes). The stack is normalised once as a whole first (see `ImageSource`), so planes keep
 their relative brightness. ``augment_clahe`` is a training-time augmentation of one 2-D
 image and is not available for stacks (`check_stack_preprocessing` says so).
@@ -94,7 +95,9 @@ def preprocess_planes(array: np.ndarray, config: Any) -> tuple[np.ndarray, Geome
     """
     array = np.asarray(array)
     if array.ndim < 3:
-        raise ImageError(f"expected a channels-first (C, ..., H, W) array, got shape {array.shape}.")
+        raise ImageError(
+            f"expected a channels-first (C, ..., H, W) array, got shape {array.shape}."
+        )
     plane_shape = tuple(array.shape[-2:])
     if not is_active(config):
         return array, Geometry(plane_shape, 0, plane_shape)

@@ -1,17 +1,21 @@
-"""Preprocessing of the seed project: crop, resize, CLAHE, median blur, random-CLAHE augmentation.
+"""Preprocessing of the seed project: crop, median blur, resize, CLAHE, random-CLAHE augmentation.
 
 Pure NumPy / scikit-image / SciPy (no torch, Qt or napari). Every function works on a network
 input: a float32 ``(C, H, W)`` array in [0, 1] as made by `images.to_network_input`, and
-returns a new array (inputs are never modified). The steps run in this order:
+returns a new array (inputs are never modified). The steps run in the seed's order:
 
 1. ``crop_bottom``: cut N rows off the bottom (the seed: 65, the information bar of its SEM
    images);
-2. ``resize_multiple``: resize height and width to the nearest multiple of N (the seed: 32),
-   bilinear, anti-aliased when shrinking;
-3. ``clahe``: contrast-limited adaptive histogram equalisation of the lightness;
-4. ``median_blur``: median filter of an odd size (the seed: 5), edges replicated;
-5. ``augment_clahe`` (training only): a random CLAHE of the preprocessed image at every
-   iteration, clip limit uniform in [2, 9], tile grid an integer in [3, 9].
+2. ``median_blur``: median filter of an odd size (the seed: 5), edges replicated;
+3. ``resize_multiple``: resize height and width **down** to a multiple of N (the seed: 32,
+   ``int(w / 32) * 32``; a side shorter than N becomes N), bilinear, anti-aliased when
+   shrinking;
+4. ``clahe``: contrast-limited adaptive histogram equalisation of the lightness, **or**
+   ``augment_clahe`` (training): a random CLAHE at every iteration *instead of* it, never on
+   top of it, with an integer clip limit in [2, 9] and an integer tile grid in [3, 9] (the
+   seed's ``randint(2, 9)`` and ``randint(3, 9)``, both ends inclusive). With
+   ``augment_clahe`` on, `preprocess` skips the fixed CLAHE, so training sees a random CLAHE
+   of the un-equalised image and prediction sees the un-equalised image.
 
 **CLAHE parameters.** The seed used OpenCV, ``createCLAHE(clipLimit=2, tileGridSize=(8, 8))``
 on the L channel of Lab. Here it is `skimage.exposure.equalize_adapthist` with
@@ -34,7 +38,6 @@ transparent). Scribbles go the other way with `Geometry.apply`.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,9 +64,11 @@ __all__ = [
     "multiple_shape",
 ]
 
-#: Range of the clip limit (OpenCV units) of the random CLAHE augmentation.
-AUGMENT_CLIP = (2.0, 9.0)
-#: Range of the tile grid (tiles per axis) of the random CLAHE augmentation.
+#: Integer clip limits (OpenCV units) of the random CLAHE augmentation, both ends included
+#: (the seed's ``random.randint(2, 9)``).
+AUGMENT_CLIP = (2, 9)
+#: Integer tile grids (tiles per axis) of the random CLAHE augmentation, both ends included
+#: (the seed's ``random.randint(3, 9)``).
 AUGMENT_TILES = (3, 9)
 
 #: Config fields of the preprocessing, with their "off" values.
@@ -172,8 +177,10 @@ def preprocess(array: np.ndarray, config: Any) -> tuple[np.ndarray, Geometry]:
     array : numpy.ndarray
         float32 ``(C, H, W)`` in [0, 1] (see `images.to_network_input`).
     config : SPConfig or STConfig
-        Reads ``crop_bottom``, ``resize_multiple``, ``clahe``, ``clahe_clip``,
-        ``clahe_tiles`` and ``median_blur``.
+        Reads ``crop_bottom``, ``median_blur``, ``resize_multiple``, ``clahe``,
+        ``clahe_clip``, ``clahe_tiles`` and ``augment_clahe`` (which replaces ``clahe``: the
+        fixed CLAHE is skipped when it is on). Steps in the seed's order: crop, median
+        blur, resize down to a multiple, CLAHE.
 
     Returns
     -------
@@ -192,10 +199,10 @@ def preprocess(array: np.ndarray, config: Any) -> tuple[np.ndarray, Geometry]:
             "0/false) or segment the planes one by one."
         )
     out = crop_bottom(array, config.crop_bottom)
-    out = resize_to_multiple(out, config.resize_multiple)
-    if config.clahe:
-        out = clahe(out, config.clahe_clip, config.clahe_tiles)
     out = median_blur(out, config.median_blur)
+    out = resize_to_multiple(out, config.resize_multiple)
+    if config.clahe and not getattr(config, "augment_clahe", False):
+        out = clahe(out, config.clahe_clip, config.clahe_tiles)
     return np.ascontiguousarray(out, dtype=np.float32), Geometry(
         spatial, int(config.crop_bottom), tuple(out.shape[1:])
     )
@@ -229,6 +236,10 @@ def make_augmenter(
     config: Any, seed: int
 ) -> Callable[[np.ndarray], np.ndarray] | None:
     """The per-iteration augmentation of a configuration, or None when it has none.
+
+    The augmentation is the seed's random CLAHE, drawn anew at every call. It takes the place
+    of the fixed CLAHE (which `preprocess` skips when ``augment_clahe`` is on), so it works on
+    the un-equalised image.
 
     Parameters
     ----------
@@ -284,7 +295,9 @@ def crop_bottom(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 def multiple_shape(shape: tuple[int, ...], multiple: int) -> tuple[int, ...]:
-    """Each size rounded to the nearest multiple of `multiple` (at least one multiple).
+    """Each size rounded down to a multiple of `multiple`, as the seed (``int(w / 32) * 32``).
+
+    A size shorter than `multiple` becomes `multiple` (the seed would make it 0 and fail).
 
     Parameters
     ----------
@@ -295,11 +308,14 @@ def multiple_shape(shape: tuple[int, ...], multiple: int) -> tuple[int, ...]:
     """
     if multiple == 0:
         return tuple(shape)
-    return tuple(max(multiple, int(math.floor(s / multiple + 0.5)) * multiple) for s in shape)
+    return tuple(max(multiple, (int(s) // multiple) * multiple) for s in shape)
 
 
 def resize_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
-    """Resize a ``(C, H, W)`` array so that H and W are the nearest multiples of `multiple`.
+    """Resize a ``(C, H, W)`` array so that H and W are multiples of `multiple`, rounding down.
+
+    The target is `multiple_shape`: ``int(size / multiple) * multiple`` (the seed's rounding),
+    at least `multiple`.
 
     Parameters
     ----------
@@ -318,7 +334,7 @@ def resize_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
         return array
     from skimage.transform import resize
 
-    shrink = any(t < s for t, s in zip(target, array.shape[1:]))
+    shrink = any(t < s for t, s in zip(target, array.shape[1:], strict=True))
     out = resize(array, (array.shape[0], *target), order=1, anti_aliasing=shrink,
                  preserve_range=True)
     return np.clip(out, 0, 1).astype(np.float32)
@@ -366,7 +382,7 @@ def clahe(array: np.ndarray, clip: float = 2.0, tiles: int = 8) -> np.ndarray:
 
 
 def random_clahe(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The seed's augmentation: CLAHE with a random clip limit and tile grid.
+    """The seed's augmentation: CLAHE with a random integer clip limit and tile grid.
 
     Parameters
     ----------
@@ -378,9 +394,11 @@ def random_clahe(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        `clahe` with clip uniform in `AUGMENT_CLIP` and tiles an integer in `AUGMENT_TILES`.
+        `clahe` with the clip limit an integer in `AUGMENT_CLIP` and the tile grid an
+        integer in `AUGMENT_TILES`, both drawn uniformly with both ends included (the
+        seed's ``randint(2, 9)`` and ``randint(3, 9)``).
     """
-    clip = float(rng.uniform(*AUGMENT_CLIP))
+    clip = int(rng.integers(AUGMENT_CLIP[0], AUGMENT_CLIP[1] + 1))
     tiles = int(rng.integers(AUGMENT_TILES[0], AUGMENT_TILES[1] + 1))
     return clahe(array, clip, tiles)
 
