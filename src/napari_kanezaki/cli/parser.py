@@ -146,7 +146,8 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--memory-budget", type=parse_bytes, default=None, metavar="BYTES",
                        help="memory the network may use, bytes or with a unit (2GiB, "
                        "500MB); larger images and volumes train on random crops and are "
-                       "predicted tile by tile (default: 2GiB)")
+                       "predicted tile by tile (default: 60%% of the memory available at "
+                       "the start; every image is checked against the budget)")
     group.add_argument("--tile-shape", type=int, nargs="+", default=None, metavar="N",
                        help="force tiled prediction with tiles of this size, one entry per "
                        "network axis (2 for 2-D and shared/independent, 3 for 3d) "

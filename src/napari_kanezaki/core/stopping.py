@@ -79,6 +79,15 @@ class StopRule:
                 return "plateau"
         return "max_iter" if iteration >= self.max_iter else ""
 
+    def new_view(self) -> None:
+        """The next labels are of another input (new random crops): compare from there on.
+
+        The plateau streak carries on; the first iteration on the new input is neither
+        stable nor unstable.
+        """
+        self._previous = None
+        self._previous_count = None
+
     def _track_plateau(self, n_labels: torch.Tensor, channels: torch.Tensor) -> None:
         """Count consecutive stable iterations on the device, without reading it back."""
         if self._previous is not None and self._previous_count is not None:

@@ -76,6 +76,7 @@ def train_on_crops(
     import torch
 
     from napari_kanezaki.core.optim import make_optimizer
+    from napari_kanezaki.core.stopping import StopRule
     from napari_kanezaki.core.training import batch_superpixels, scribble_classes
     from napari_kanezaki.imaging.images import prepare_scribbles
 
@@ -96,6 +97,8 @@ def train_on_crops(
     optimizer = make_optimizer(cfg, model.parameters())
     rng = np.random.default_rng(segmenter.seed)
     density = math.prod(crop) / math.prod(shape[n_lead:])
+    rule = StopRule(cfg.max_iter, min_labels, cfg.plateau_iter, cfg.plateau_tol,
+                    segmenter._check_every)
     step = x = None
     for iteration in range(1, cfg.max_iter + 1):
         if (iteration - 1) % resample_every == 0:
@@ -112,13 +115,10 @@ def train_on_crops(
                     scribble_tensor = torch.from_numpy(crops).to(segmenter.device)
             step = segmenter._make_step((n_crops, *crop), superpixels, scribble_tensor,
                                         optimizer=optimizer)
+            rule.new_view()
         assert step is not None and x is not None
         loss, channels, n_labels = step(x)
-        reason = ""
-        if n_labels <= min_labels:
-            reason = "min_labels"
-        elif iteration == cfg.max_iter:
-            reason = "max_iter"
+        reason = rule.update(iteration, n_labels, channels)
         yield segmenter._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
         if reason:
             return

@@ -57,8 +57,12 @@ def segment(
     rgb : bool, optional
         Whether the last axis is RGB(A) (default: guessed from a length of 3 or 4).
     memory_budget : int, optional
-        Bytes the network may use (default 2 GiB); larger inputs are trained on random
-        crops and predicted tile by tile with overlap and exact stitching.
+        Bytes the network may use (default: 60 % of the memory available at the call, see
+        `imaging.tiles.default_memory_budget`). An image trains whole when
+        ``pixels x n_channels x 4 B x 10`` fits it (e.g. 1000x1000 at 100 channels: 4 GB);
+        larger inputs are trained on random crops (announced in the progress text and the
+        ``napari_kanezaki`` log) and predicted tile by tile with exact stitching. The command
+        line and the widgets decide the same way.
     tile_shape : sequence of int, optional
         Force tiled prediction with tiles of this size (one entry per network axis).
     out : str or Path, optional
@@ -144,11 +148,11 @@ def _needs_engine(
     if not isinstance(image, np.ndarray):
         return True  # dask, zarr, lists...: read by ImageSource
     from napari_kanezaki.imaging.sources import ImageSource
-    from napari_kanezaki.imaging.tiles import DEFAULT_MEMORY_BUDGET, fits_budget
+    from napari_kanezaki.imaging.tiles import default_memory_budget, fits_budget
 
     source = ImageSource(image, channel_axis=channel_axis)
     if source.spatial_ndim != 2:
         return True  # the engine explains which stack_mode to choose
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    budget = default_memory_budget() if memory_budget is None else memory_budget
     return not fits_budget(source.spatial_shape, config.n_channels, budget)
 

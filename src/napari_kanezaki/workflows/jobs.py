@@ -65,8 +65,8 @@ class Job:
     spacing : tuple of float, optional
         Pixel/voxel size per spatial axis (e.g. Z, Y, X).
     memory_budget : int, optional
-        Bytes the network may use (default 2 GiB); larger inputs are trained on crops and
-        predicted in tiles.
+        Bytes the network may use (default: 60 % of the available memory); larger inputs
+        are trained on crops and predicted in tiles.
     tile_shape : tuple of int, optional
         Force tiled prediction with tiles of this size (one entry per network axis).
     zarr : bool
@@ -150,7 +150,7 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
         config = None
         if job.model is None:
             config = config_for_method(job.config["method"]).from_dict(job.config)
-        if job.uses_engine:
+        if job.uses_engine or (config is not None and _over_default_budget(job, config)):
             if job.model is not None:
                 raise ValueError("predicting with a model file takes 2-D images only.")
             labels, _ = process_stack(
@@ -195,6 +195,26 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
 
 
 # -- internals -----------------------------------------------------------------------------
+def _over_default_budget(job: Job, config: Any) -> bool:
+    """A 2-D image whose training does not fit the default memory budget (header only).
+
+    Such an image takes the bounded-memory path (crops and tiles), as `segment()` and the
+    widgets do with it.
+    """
+    from napari_kanezaki.imaging.io import image_header
+    from napari_kanezaki.imaging.sources import ImageSource
+    from napari_kanezaki.imaging.tiles import default_memory_budget, fits_budget
+
+    try:
+        shape, dtype = image_header(job.image)
+        source = ImageSource(np.broadcast_to(np.zeros((), dtype), shape),
+                             channel_axis=job.channel_axis)
+    except (ValueError, OSError):
+        return False  # unreadable or refused: the whole-image path reports it
+    return source.spatial_ndim == 2 and not fits_budget(
+        source.spatial_shape, config.n_channels, default_memory_budget())
+
+
 def _set_torch_threads(threads: int | None) -> None:
     if threads is None:
         try:

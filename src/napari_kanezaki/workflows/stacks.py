@@ -28,6 +28,7 @@ labels can be written to a zarr store.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +42,9 @@ from napari_kanezaki.core.tiling import fix_batchnorm_statistics, predict_tiles,
 from napari_kanezaki.imaging.images import ImageError, NormalizedImage
 from napari_kanezaki.imaging.sources import ImageSource
 from napari_kanezaki.imaging.tiles import (
-    DEFAULT_MEMORY_BUDGET,
     check_tile_shape,
     create_output,
+    default_memory_budget,
     fits_budget,
     iter_tiles,
     shape_for_budget,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["STACK_MODES", "Progress", "SegmentationResult", "check_stack_mode", "segment_iter", "run_to_end"]
 
 STACK_MODES = ("independent", "shared", "3d")
+_LOG = logging.getLogger("napari_kanezaki")
 
 
 class StopFlag(Protocol):
@@ -174,7 +176,7 @@ def segment_iter(
     seed, device, precision
         As for `Segmenter`.
     memory_budget : int, optional
-        Bytes the network may use (default `DEFAULT_MEMORY_BUDGET`, 2 GiB). Inputs whose
+        Bytes the network may use (default: `default_memory_budget`, 60 % of the memory available). Inputs whose
         training would need more are trained on random crops and predicted in tiles.
     tile_shape : sequence of int, optional
         Force tiling with this tile core size (one entry per network axis).
@@ -213,7 +215,7 @@ def segment_iter(
         config=config,
         runtime={"seed": seed, "device": device, "precision": precision},
         spacing=spacing,
-        budget=DEFAULT_MEMORY_BUDGET if memory_budget is None else _check_budget(memory_budget),
+        budget=default_memory_budget() if memory_budget is None else _check_budget(memory_budget),
         tile_shape=tile_shape,
         n_crops=int(n_crops),
         resample_every=int(resample_every),
@@ -422,6 +424,10 @@ class _Job:
             return segmenter
         crop = self.crop_shape(model_shape)
         tile = self.predict_tile(model_shape)
+        _LOG.info("%s: working set over the memory budget (%.1f GiB): training on random "
+                  "crops of %s, predicting in tiles of %s", key or "image",
+                  self.budget / 1024**3, crop, tile)
+        crop_key = f"{key}random crops {'x'.join(map(str, crop))}: "
         tiles = iter_tiles(shape, tile, self.config.n_conv)
         if self.total == 0:
             self.total = count * (self.config.max_iter + len(tiles) * (n_norms + 1))
@@ -433,7 +439,7 @@ class _Job:
             resample_every=self.resample_every,
             scribbles=scribbles,
         )
-        yield from self._training(states, key)
+        yield from self._training(states, crop_key)
         try:
             n = len(tiles)
             yield from self._tiles_progress(
