@@ -85,19 +85,44 @@ def test_fused_sp_loss_is_cross_entropy_to_any_target():
     torch.testing.assert_close(g, g_ref)
 
 
-def test_bf16_channels_last_is_close_to_fp32():
-    gen = torch.Generator().manual_seed(2)
-    base = torch.randn(1, 20, 24, 30, generator=gen)
-    target = base.argmax(1)
-    grads = []
-    for dtype in (torch.float32, torch.bfloat16):
-        r = base.to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
-        loss = self_training_loss(r, target, 1.0 / target.numel(), w_con=1.0)
+@pytest.mark.parametrize("with_scribbles", [False, True])
+def test_fused_loss_under_bf16_autocast_matches_published_formulation(with_scribbles):
+    # A bfloat16 response from a convolution under CPU autocast (channels-last, as in
+    # training); both losses computed from it under the same autocast.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 24, 30, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(20, 3, 3, 3, generator=gen) * 0.5
+    scribbles = None
+    if with_scribbles:
+        scribbles = torch.full((1, 24, 30), -1, dtype=torch.long)
+        scribbles[0, 2, 3:20] = 1
+        scribbles[0, 15, 5:9] = 7
+    results = []
+    for fused in (False, True):
+        weight = w.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            r = F.conv2d(x, weight, padding=1)
+            r.retain_grad()
+            if fused:
+                assert r.dtype == torch.bfloat16
+                assert r.is_contiguous(memory_format=torch.channels_last)
+                target = r.detach().argmax(1)
+                if scribbles is not None:
+                    target = torch.where(scribbles >= 0, scribbles, target)
+                weights = pixel_weights(scribbles, target.shape, 0.7, 0.4)
+                loss = self_training_loss(r, target, weights, w_con=1.3)
+            else:
+                loss = published_st_loss(r, scribbles, w_sim=0.7, w_con=1.3, w_scr=0.4)
         loss.backward()
-        grads.append((loss.item(), r.grad.float()))
-    assert grads[1][0] == pytest.approx(grads[0][0], rel=1e-2)
-    cosine = F.cosine_similarity(grads[0][1].flatten(), grads[1][1].flatten(), dim=0)
-    assert cosine > 0.999
+        results.append((loss.item(), r.grad.double(), weight.grad.double()))
+    (ref, ref_grad, ref_wgrad), (got, grad, wgrad) = results
+    # Measured (torch 2.13, CPU), without / with scribbles: loss 9.8e-5 / 9.0e-5 relative;
+    # gradient w.r.t. the response 8.0e-3 / 5.4e-3 and w.r.t. the weights 6.4e-3 / 3.5e-3
+    # relative (L2 norm): bfloat16 rounding (the fused loss takes the softmax in bf16, the
+    # published cross-entropy runs in fp32 under autocast). Tolerances ~4x that.
+    assert got == pytest.approx(ref, rel=4e-4)
+    assert float((grad - ref_grad).norm() / ref_grad.norm()) < 3e-2
+    assert float((wgrad - ref_wgrad).norm() / ref_wgrad.norm()) < 2.5e-2
 
 
 def test_3d_continuity_has_a_term_per_axis():

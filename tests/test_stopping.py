@@ -66,12 +66,24 @@ def test_plateau_stop_shortens_a_run_without_losing_quality():
     assert states[-1].stop_reason == "max_iter"
     early = Segmenter(base.replace(plateau_iter=10), device="cpu", seed=0)
     early_states = list(early.run(image))
+    n = len(early_states)
     assert early_states[-1].stop_reason == "plateau"
-    assert len(early_states) < 100
+    assert n < 100
+    # the rule only cuts the run short: up to where it stopped, it is the same-seed full run
+    for stopped, complete in zip(early_states, states[:n]):
+        assert stopped.n_labels == complete.n_labels
+        np.testing.assert_array_equal(stopped.labels(), complete.labels())
+    # ... and it stopped on a plateau: the count unchanged over the last 10 iterations
+    assert len({s.n_labels for s in early_states[-11:]}) == 1
+    # its result is the full run's after the same n updates (state n + 1 is taken before
+    # update n + 1), not the full run's final result
+    early_labels = early.predict(image)
+    np.testing.assert_array_equal(early_labels, states[n].labels())
+    assert np.unique(early_labels).size == states[n].n_labels
+    # without losing quality: as good as spending the whole budget
     full_ari = adjusted_rand_score(truth.ravel(), full.predict(image).ravel())
-    early_ari = adjusted_rand_score(truth.ravel(), early.predict(image).ravel())
+    early_ari = adjusted_rand_score(truth.ravel(), early_labels.ravel())
     assert early_ari >= full_ari - 0.02
-    assert np.unique(early.predict(image)).size == states[-1].n_labels
 
 
 def test_status_line_reports_iteration_and_label_count():
