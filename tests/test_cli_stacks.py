@@ -22,8 +22,8 @@ from napari_kanezaki.workflows.processing import process_stack
 
 TINY = ["--n-channels", "16", "--max-iter", "5", "--device", "cpu", "--precision", "fp32",
         "-q"]
-# The shared mode trains in reference mode: n_epochs x batches x max_update updates.
-SHARED = ["--n-epochs", "1", "--max-update", "3", "--batch-size", "6"]
+# The shared mode spends max_iter updates over the planes, here 6 planes per update.
+SHARED = ["--batch-size", "6"]
 
 
 @pytest.fixture(scope="module")

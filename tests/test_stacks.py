@@ -69,7 +69,7 @@ def test_shared_mode_gives_each_material_one_id_in_every_plane():
     colours = np.array([[0, 0, 0], [0.1, 0.1, 0.8], [0.9, 0.2, 0.1], [0.2, 0.85, 0.2]])
     image = (np.clip(colours[truth] + rng.normal(0, 0.04, (*truth.shape, 3)), 0, 1) * 255)
     image = image.astype(np.uint8)
-    config = STConfig(n_channels=16, max_update=25, w_con=1.0)
+    config = STConfig(n_channels=16, max_iter=150, w_con=1.0)  # 25 updates per plane
     labels = segment(image, "st", config=config, stack_mode="shared", seed=0, **FAST)
     assert labels.shape == truth.shape
     for material in (1, 2, 3):
@@ -158,3 +158,33 @@ def test_bad_inputs_are_explained():
         segment(stack, stack_mode="shared", scribbles=np.zeros((3, 16, 16), int))
     with pytest.raises(ValueError, match="2-D only"):
         segment(stack, "sp", stack_mode="3d", superpixel="felzenszwalb", **FAST)
+
+
+def test_shared_mode_spends_max_iter_updates_over_all_planes():
+    from napari_kanezaki import segment_iter
+
+    stack = np.random.default_rng(0).random((16, 20, 20)).astype(np.float32)
+    config = STConfig(n_channels=8, max_iter=50, min_labels=1, max_update=1000, n_epochs=3)
+    generator = segment_iter(stack, config, stack_mode="shared", **FAST)
+    updates = []
+    while True:
+        try:
+            progress = next(generator)
+        except StopIteration as done:
+            result = done.value
+            break
+        if "shared model" in progress.text:
+            updates.append(progress.step)
+    assert len(updates) == 50 and updates[-1] == 50  # max_iter in all, not per plane
+    assert progress.total == progress.step  # the progress total was the real step count
+    assert result.labels.shape == (16, 20, 20)
+
+
+def test_shared_mode_stops_on_a_plateau_comparing_each_plane_with_itself():
+    from napari_kanezaki import Segmenter
+    from napari_kanezaki.imaging.images import NormalizedImage
+
+    planes = [NormalizedImage(np.full((1, 16, 16), v, np.float32)) for v in (0.2, 0.8)]
+    config = STConfig(n_channels=4, max_iter=500, plateau_iter=6, plateau_tol=0.0)
+    states = list(Segmenter(config, **FAST).fit_in_turn(planes))
+    assert states[-1].stop_reason == "plateau" and len(states) < 500

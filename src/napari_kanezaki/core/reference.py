@@ -1,14 +1,21 @@
-"""The reference-image mode's inputs: network inputs resized and grouped into batches."""
+"""Training one model on several images: the published reference mode, and in turn.
+
+`reference_batches` and `train_on_batches` are the TIP 2020 code's reference-image mode
+(``max_update`` updates per batch, no stop rule); `train_in_turn` spends one budget of
+``max_iter`` updates over the images in turn, with the plateau stop (the ``shared`` stack
+mode).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_kanezaki.core.config import Config, SPConfig
 from napari_kanezaki.core.optim import make_optimizer
+from napari_kanezaki.core.stopping import StopRule
 from napari_kanezaki.core.training import TrainingState, batch_superpixels
 from napari_kanezaki.imaging.images import ImageError
 from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_network_input
@@ -16,7 +23,7 @@ from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_networ
 if TYPE_CHECKING:
     from napari_kanezaki.core.segmenter import Segmenter
 
-__all__ = ["reference_batches", "train_on_batches"]
+__all__ = ["reference_batches", "train_on_batches", "train_in_turn"]
 
 
 def reference_batches(
@@ -132,3 +139,49 @@ def train_on_batches(
                 loss, channels, n_labels = step(x)
                 reason = "max_iter" if iteration == total else ""
                 yield segmenter._state(iteration, total, n_labels, reason, loss, channels)
+
+
+def train_in_turn(
+    segmenter: Segmenter, arrays: Sequence[np.ndarray]
+) -> Iterator[TrainingState]:
+    """One update per batch of ``batch_size`` images taken in turn, ``max_iter`` in all.
+
+    The images are visited cyclically (batches wrap around the end), with one optimiser.
+    The plateau stop compares each image's labels with its own labels at its previous
+    visit; the label-count rule is off (one image may hold fewer segments than the set).
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        With a fresh model of the arrays' layout.
+    arrays : sequence of numpy.ndarray
+        Network inputs ``(C, *spatial)`` of one shape.
+
+    Yields
+    ------
+    TrainingState
+        ``max_iter`` is the budget; the last state is ``done``.
+    """
+    cfg = segmenter.config
+    assert segmenter.model is not None
+    optimizer = make_optimizer(cfg, segmenter.model.parameters())
+    rule = StopRule(cfg.max_iter, 0, cfg.plateau_iter, cfg.plateau_tol, segmenter._check_every)
+    size = min(cfg.batch_size, len(arrays))
+    shape = (size, *arrays[0].shape[1:])
+    steps: dict[tuple[int, ...], Any] = {}
+    start = 0
+    for iteration in range(1, cfg.max_iter + 1):
+        indices = tuple((start + j) % len(arrays) for j in range(size))
+        start = (start + size) % len(arrays)
+        batch = [arrays[i] for i in indices]
+        if indices not in steps:  # SP: superpixels once per batch of images
+            superpixels = None
+            if isinstance(cfg, SPConfig):
+                superpixels = batch_superpixels(batch, cfg, segmenter.device,
+                                                spacing=segmenter.spacing)
+            steps[indices] = segmenter._make_step(shape, superpixels, optimizer=optimizer)
+        loss, channels, n_labels = steps[indices](segmenter._to_device(np.stack(batch)))
+        reason = rule.update(iteration, n_labels, channels, key=indices)
+        yield segmenter._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
+        if reason:
+            return

@@ -19,7 +19,7 @@ from napari_kanezaki.core.config import Config, SPConfig, STConfig, config_for_m
 from napari_kanezaki.core.devices import autocast, resolve_device, resolve_precision, to_device
 from napari_kanezaki.core.network import KanezakiNet, build_network, check_input
 from napari_kanezaki.core.optim import make_optimizer
-from napari_kanezaki.core.reference import reference_batches, train_on_batches
+from napari_kanezaki.core.reference import reference_batches, train_in_turn, train_on_batches
 from napari_kanezaki.core.stopping import StopRule
 from napari_kanezaki.core.training import (
     Step,
@@ -31,7 +31,7 @@ from napari_kanezaki.core.training import (
     make_step,
     scribble_classes,
 )
-from napari_kanezaki.imaging.images import number_segments, prepare_scribbles
+from napari_kanezaki.imaging.images import ImageError, number_segments, prepare_scribbles
 from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_network_input
 
 __all__ = ["Segmenter", "TrainingState"]
@@ -166,6 +166,33 @@ class Segmenter:
         self._prepare_model(first.shape[0], warm_start=False, spatial_dims=first.ndim - 1)
         self.keep_ids = ()
         return train_on_batches(self, batches)
+
+    def fit_in_turn(self, images: Sequence[np.ndarray], *,
+                    channel_axis: int | None = None) -> Iterator[TrainingState]:
+        """Train one model on images of one size in turn, ``max_iter`` updates in all.
+
+        Batches of ``batch_size`` images are visited cyclically; the plateau stop compares
+        each batch's labels with its previous visit (the label-count rule is off). This is
+        the ``shared`` stack mode: one budget for all planes, unlike `fit_iter`.
+
+        Parameters
+        ----------
+        images : sequence of array_like
+            Images (or `NormalizedImage` planes) of one shape and channel count.
+        channel_axis : int, optional
+            Channel axis of multichannel images.
+
+        Yields
+        ------
+        TrainingState
+        """
+        arrays = [prepare_network_input(image, self.config, channel_axis)[0] for image in images]
+        if not arrays or len({a.shape for a in arrays}) != 1:
+            raise ImageError("fit_in_turn needs one or more images of one shape and layout.")
+        self._prepare_model(arrays[0].shape[0], warm_start=False,
+                            spatial_dims=arrays[0].ndim - 1)
+        self.keep_ids = ()
+        return train_in_turn(self, arrays)
 
     def fit(self, images: Sequence[np.ndarray], *, channel_axis: int | None = None) -> Segmenter:
         """Train one model on several reference images (see `fit_iter`) and return self."""

@@ -14,6 +14,8 @@ read is free), so a run may end up to ``check_every - 1`` updates after the rule
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import torch
 
 __all__ = ["StopRule"]
@@ -49,11 +51,18 @@ class StopRule:
         self.plateau_iter = plateau_iter
         self.plateau_tol = plateau_tol
         self.check_every = max(1, check_every)
-        self._previous: torch.Tensor | None = None
-        self._previous_count: torch.Tensor | None = None
+        # Last labels and label count of every input (key): a run over several inputs in
+        # turn compares each input's labels with its own previous ones.
+        self._previous: dict[Hashable, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stable = torch.zeros((), dtype=torch.int64)
 
-    def update(self, iteration: int, n_labels: torch.Tensor, channels: torch.Tensor) -> str:
+    def update(
+        self,
+        iteration: int,
+        n_labels: torch.Tensor,
+        channels: torch.Tensor,
+        key: Hashable = None,
+    ) -> str:
         """Record one iteration and return why the run stops (``""`` to go on).
 
         Parameters
@@ -63,7 +72,9 @@ class StopRule:
         n_labels : torch.Tensor
             0-d int64 tensor: distinct labels of this iteration's argmax.
         channels : torch.Tensor
-            This iteration's argmax labels (any shape; compared with the previous ones).
+            This iteration's argmax labels (compared with the previous ones of `key`).
+        key : hashable, optional
+            Which input the labels are of, when a run trains on several in turn.
 
         Returns
         -------
@@ -71,7 +82,7 @@ class StopRule:
             ``"min_labels"``, ``"plateau"``, ``"max_iter"`` or ``""``.
         """
         if self.plateau_iter:
-            self._track_plateau(n_labels, channels)
+            self._track_plateau(n_labels, channels, key)
         if iteration % self.check_every == 0 or iteration == self.max_iter:
             if int(n_labels) <= self.min_labels:
                 return "min_labels"
@@ -85,16 +96,18 @@ class StopRule:
         The plateau streak carries on; the first iteration on the new input is neither
         stable nor unstable.
         """
-        self._previous = None
-        self._previous_count = None
+        self._previous.clear()
 
-    def _track_plateau(self, n_labels: torch.Tensor, channels: torch.Tensor) -> None:
+    def _track_plateau(self, n_labels: torch.Tensor, channels: torch.Tensor,
+                       key: Hashable) -> None:
         """Count consecutive stable iterations on the device, without reading it back."""
-        if self._previous is not None and self._previous_count is not None:
-            changed = torch.count_nonzero(channels != self._previous)
+        if key in self._previous:
+            previous, previous_count = self._previous[key]
+            changed = torch.count_nonzero(channels != previous)
             stable = (changed <= self.plateau_tol * channels.numel()) & (
-                n_labels == self._previous_count
+                n_labels == previous_count
             )
             self._stable = torch.where(stable, self._stable.to(stable.device) + 1, 0)
-        self._previous = channels  # a fresh tensor every iteration, never modified
-        self._previous_count = n_labels
+        # A fresh tensor every iteration, never modified; small ints when kept for long.
+        kept = channels if key is None else channels.to(torch.int32)
+        self._previous[key] = (kept, n_labels)

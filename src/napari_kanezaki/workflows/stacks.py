@@ -7,11 +7,11 @@ Stack modes (a stack is any image with more than two spatial axes, e.g. ``(Z, Y,
     Every 2-D plane (every index of all axes but the last two) gets its own fresh model,
     trained and predicted on that plane alone. Fast; label ids are independent per plane.
 ``"shared"``
-    One 2-D model is trained on all planes with the reference-image mode of the TIP 2020
-    code (`Segmenter.fit_iter` at full resolution: ``ref_size=0``; ``batch_size``,
-    ``n_epochs`` and ``max_update`` apply), then every plane is predicted with BatchNorm
-    statistics of the whole stack and the labels are numbered over the whole stack, so the
-    same material gets the same id in every plane and every time point.
+    One 2-D model is trained on all planes in turn (`Segmenter.fit_in_turn`: one update
+    per batch of ``batch_size`` planes, ``max_iter`` updates in all, the plateau stop
+    comparing each plane with its previous visit), then every plane is predicted with
+    BatchNorm statistics of the whole stack and the labels are numbered over the whole
+    stack, so the same material gets the same id in every plane and every time point.
 ``"3d"``
     A Conv3d/BatchNorm3d network on the last three spatial axes, with the continuity loss
     along all three axes (ST) or SLIC supervoxels (SP). With a voxel ``spacing``, the
@@ -29,7 +29,6 @@ labels can be written to a zarr store.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -478,15 +477,14 @@ class _Job:
         shape = self.source.spatial_shape
         lead_shape = shape[:-2]
         planes = [tuple(int(j) for j in lead) for lead in np.ndindex(*lead_shape)]
-        config = self.config.replace(ref_size=0)
-        cfg_batches = math.ceil(len(planes) / config.batch_size)
-        n_updates = config.n_epochs * cfg_batches * config.max_update
+        config = self.config
         tiles = iter_tiles(shape, tile, config.n_conv)
         n_norms = config.n_conv + 1
-        self.total = n_updates + len(tiles) * (n_norms + 1)
+        self.total = config.max_iter + len(tiles) * (n_norms + 1)
         segmenter = Segmenter(config, spacing=self.spacing, **self.runtime)
         images = _PlaneList(self.source, planes)
-        yield from self._training(segmenter.fit_iter(images), "shared model: ", n_updates)
+        states = segmenter.fit_in_turn(images)
+        yield from self._training(states, f"shared model ({len(planes)} planes): ")
         try:
             yield from self._tiles_progress(
                 fix_batchnorm_statistics(segmenter, self.source, tiles),
