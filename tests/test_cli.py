@@ -65,8 +65,8 @@ def test_segment_one_image_writes_everything_and_refuses_to_overwrite(folder, ca
     labels = tifffile.imread(out / "a_labels.tif")
     assert labels.shape == (36, 40) and labels.dtype == np.int32 and labels.min() >= 1
     assert iio.imread(out / "a_overlay.png").shape == (36, 40, 3)
-    config = load_config(out / "config.toml")
-    assert config == SPConfig(n_channels=16, max_iter=5, n_segments=50)
+    config = load_config(out / "config.toml")  # the interactive preset: the plateau stop on
+    assert config == SPConfig(n_channels=16, max_iter=5, n_segments=50, plateau_iter=20)
     assert json.loads((out / "run.json").read_text())["seed"] == 0
     model = Segmenter.load(out / "a_model.pt", device="cpu", precision="fp32")
     np.testing.assert_array_equal(model.predict(iio.imread(image)), labels)
@@ -101,6 +101,13 @@ def test_segment_folder_with_scribbles_and_preprocessing(folder):
     assert (cfg.crop_bottom, cfg.resize_multiple, cfg.clahe, cfg.median_blur) == (4, 32, True, 3)
 
 
+def test_paper_preset_is_one_option_away(folder):
+    out = folder / "paper"
+    assert main(["segment", str(folder / "images" / "a.png"), "--method", "sp", "--preset",
+                 "paper", "-o", str(out), *TINY]) == 0
+    assert load_config(out / "config.toml") == SPConfig(n_channels=16, max_iter=5)
+
+
 def test_train_then_predict_with_the_same_labels(folder):
     model = folder / "model.pt"
     images = folder / "images"
@@ -108,7 +115,7 @@ def test_train_then_predict_with_the_same_labels(folder):
                  "--max-update", "3", *TINY]) == 0
     # the paper preset in reference mode is the published reference demo's: w_con = 5
     assert load_config(folder / "model.toml") == STConfig(
-        n_channels=16, max_iter=5, ref_size=32, max_update=3, w_con=5.0)
+        n_channels=16, max_iter=5, ref_size=32, max_update=3, w_con=5.0, plateau_iter=20)
     out = folder / "pred"
     assert main(["predict", str(model), str(images / "*.png"), "-o", str(out), "--device",
                  "cpu", "--precision", "fp32", "-q"]) == 0
@@ -197,7 +204,8 @@ def test_demo_writes_the_readme_files(tmp_path, capsys):
     assert main(args) == 0
     for name in ("labels.tif", "overlay.png", "config.toml", "model.pt"):
         assert (out / name).is_file()
-    assert load_config(out / "config.toml") == SPConfig(max_iter=3)
+    assert load_config(out / "config.toml") == SPConfig(max_iter=3, plateau_iter=20,
+                                                        n_segments=0)
     assert main(args) == 2  # no silent overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0

@@ -125,7 +125,7 @@ def write_presets() -> None:
             path.write_text(preset_text(load_preset(name, method), title), encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", ["paper", "seed"])
+@pytest.mark.parametrize("name", ["interactive", "paper", "seed"])
 @pytest.mark.parametrize("method", ["sp", "st"])
 def test_shipped_presets_are_preset_text_of_their_values(name, method):
     from napari_kanezaki.core.config import load_preset, preset_path, preset_text
@@ -140,8 +140,27 @@ def test_shipped_presets_are_preset_text_of_their_values(name, method):
     first_line = title.splitlines()[0]
     if name == "paper":
         assert "the publications' defaults" in first_line
+    elif name == "interactive":
+        assert "for a person waiting on a result" in first_line
     else:
         assert "the seed project's values" in first_line
+
+
+def test_interactive_presets_are_the_papers_with_the_plateau_stop():
+    from napari_kanezaki.core.config import load_preset
+
+    assert load_preset("interactive", "sp") == SPConfig(plateau_iter=20, n_segments=0)
+    assert load_preset("interactive", "st") == STConfig(plateau_iter=20)
+
+
+def test_automatic_superpixel_count_follows_the_image_size():
+    from napari_kanezaki.core.training import superpixel_count
+
+    auto = SPConfig(n_segments=0)
+    assert superpixel_count(auto, 64 * 96) == 410  # not 10000 one-pixel superpixels
+    assert superpixel_count(auto, 321 * 481) == 10000  # the paper's count on BSDS
+    assert superpixel_count(auto, 4000 * 4000) == 10000
+    assert superpixel_count(SPConfig(n_segments=300), 64 * 96) == 300
 
 
 def test_paper_presets_are_the_dataclass_defaults():

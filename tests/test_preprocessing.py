@@ -45,7 +45,7 @@ def test_paper_preset_is_the_dataclass_defaults_and_seed_preset_has_seed_values(
     assert (seed_sp.n_segments, seed_sp.compactness) == (4000, 20.0)
     for cfg in (seed_sp, seed_st):
         assert (cfg.optimizer, cfg.momentum, cfg.weight_decay) == ("sgd", 0.9, 0.02)
-    with pytest.raises(ConfigError, match="unknown preset 'fast'; choose one of paper, seed"):
+    with pytest.raises(ConfigError, match="unknown preset 'fast'; choose one of interactive, paper, seed"):
         load_preset("fast", "st")
 
 
@@ -203,7 +203,7 @@ def test_parameter_panel_round_trips_the_preprocessing_fields(qtbot):
     from napari_kanezaki.plugin.parameters import ParameterPanel
 
     panel = ParameterPanel("sp")
-    assert panel.config() == SPConfig()
+    assert panel.config() == SPConfig(plateau_iter=20, n_segments=0)  # interactive preset
     cfg = SPConfig(crop_bottom=65, resize_multiple=32, clahe=True, clahe_clip=3.0,
                    clahe_tiles=4, augment_clahe=True, median_blur=5, checkpoint="m.pt")
     panel.set_config(cfg)

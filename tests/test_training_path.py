@@ -16,7 +16,7 @@ from napari_kanezaki.cli import main
 from napari_kanezaki.imaging import tiles
 from napari_kanezaki.imaging.samples import noisy_regions
 
-SETTINGS = {"n_channels": 8, "max_iter": 4, "min_labels": 1}
+SETTINGS = {"n_channels": 8, "max_iter": 4, "min_labels": 1, "plateau_iter": 0}
 RUNTIME = ["--device", "cpu", "--precision", "fp32", "--seed", "3", "-q"]
 
 
@@ -26,7 +26,7 @@ def _three_faces(tmp_path, viewer, qtbot, image):
     tifffile.imwrite(path, image)
     out = tmp_path / "out"
     assert main(["segment", str(path), "-o", str(out), "--n-channels", "8", "--max-iter", "4",
-                 "--min-labels", "1", *RUNTIME]) == 0
+                 "--min-labels", "1", "--plateau-iter", "0", *RUNTIME]) == 0
     cli = tifffile.imread(out / "big_labels.tif")
     _, widget = viewer.window.add_plugin_dock_widget("napari-kanezaki", "Segment image")
     layer = viewer.add_image(image, name="big", rgb=True)

@@ -70,13 +70,20 @@ def test_sample_data_and_batch_widget_dock(viewer):
 def test_defaults_sections_and_config_files(widget, tmp_path, errors):
     panel = widget.params
     assert isinstance(widget, SegmentWidget)
-    assert panel.config() == STConfig()
+    # the interactive preset: the papers' settings with the plateau stop
+    assert panel.preset.value == "interactive"
+    assert panel.config() == STConfig(plateau_iter=20)
     assert panel.device.choices[0] == "auto" and "cpu" in panel.device.choices
     assert panel.advanced.native.isHidden() and panel.sp_group.native.isHidden()
     panel.show_advanced.value = True
     panel.method.value = "sp"
     assert not panel.advanced.native.isHidden() and panel.st_group.native.isHidden()
+    assert panel.config() == SPConfig(plateau_iter=20, n_segments=0)
+    panel.preset.value = "paper"  # the papers' exact settings, one click away
     assert panel.config() == SPConfig()
+    panel.preset.value = "seed"
+    assert panel.config().n_conv == 5 and panel.config().superpixel == "felzenszwalb"
+    panel.preset.value = "paper"
 
     panel.fields["superpixel"].value = "felzenszwalb"
     panel.fields["max_iter"].value = 77

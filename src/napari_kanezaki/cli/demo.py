@@ -22,8 +22,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("sp", "st"), default="sp",
                    help="sp: superpixel refinement (ICASSP 2018); st: similarity + "
                    "continuity (TIP 2020)")
-    p.add_argument("--max-iter", type=int, default=200,
-                   help="training iterations (paper: 1000; 200 is plenty here)")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help="most training iterations (default: the interactive preset's 1000; "
+                   "the plateau stop ends the run long before)")
     p.add_argument("--size", type=int, default=256, help="side of the sample crop (8-512)")
     _runtime_options(p)
     p.set_defaults(handler=run)
@@ -37,13 +38,15 @@ def run(args: argparse.Namespace) -> int:
     """
     from tqdm.auto import tqdm
 
-    from napari_kanezaki.core.config import config_for_method
+    from napari_kanezaki.core.config import load_preset
     from napari_kanezaki.imaging.samples import immunohistochemistry
     from napari_kanezaki.workflows.outputs import output_paths
     from napari_kanezaki.workflows.processing import process_image
 
     image = immunohistochemistry(args.size)
-    config = config_for_method(args.method)(max_iter=args.max_iter)
+    config = load_preset("interactive", args.method)
+    if args.max_iter is not None:
+        config = config.replace(max_iter=args.max_iter)
     outputs = output_paths(args.output, "")
     targets = [*outputs.all(), args.output / "config.toml"]
     existing = [str(p) for p in targets if p.exists()]

@@ -16,7 +16,10 @@ from typing import Any
 
 from napari_kanezaki.cli.main import CLIError
 
-__all__ = ["build_config", "build_parser", "parse_bytes"]
+__all__ = ["DEFAULT_PRESET", "build_config", "build_parser", "parse_bytes"]
+
+#: The preset the command line starts from (``--preset paper`` for the papers' exact ones).
+DEFAULT_PRESET = "interactive"
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: X)" unless the help already says it or there is no default."""
@@ -69,27 +72,30 @@ def _config_options(p: argparse.ArgumentParser) -> None:
 
     Each setting's option, help and choices come from `core.settings.SETTINGS`.
     """
-    from napari_kanezaki.core.config import PRESETS, SPConfig, STConfig
+    from napari_kanezaki.core.config import PRESETS, load_preset
     from napari_kanezaki.core.settings import SETTINGS
 
     group = p.add_argument_group(
         "configuration",
         "Settings start from --preset (or --config), then the options below change single "
-        "fields. Defaults shown are the paper preset's.",
+        "fields. Defaults shown are the interactive preset's (the papers' settings with the "
+        "plateau stop and, for SP, a superpixel count that follows the image size).",
     )
     group.add_argument("--method", choices=("sp", "st"), default=None,
                        help="sp: superpixels (ICASSP 2018); st: similarity + continuity "
                        "(TIP 2020); default: the --config file's method, else st")
     group.add_argument("--preset", choices=PRESETS, default=None,
-                       help="paper: the publications' defaults; seed: the seed project's "
-                       "values (default: paper)")
+                       help="interactive: the papers' settings ending by themselves "
+                       "(plateau stop); paper: the publications' exact settings (1000 "
+                       "iterations); seed: the seed project's values (default: interactive)")
     group.add_argument("--config", type=Path, default=None, metavar="FILE",
                        help="TOML/YAML config file (e.g. a config.toml of an earlier run); "
                        "replaces the preset, missing keys take the paper defaults")
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        dest="set_values", help="set any config field, TOML syntax "
                        "(--set lr=0.05); repeatable")
-    defaults = {**STConfig().to_dict(), **SPConfig().to_dict()}
+    defaults = {**load_preset(DEFAULT_PRESET, "st").to_dict(),
+                **load_preset(DEFAULT_PRESET, "sp").to_dict()}
     for name, setting in SETTINGS.items():
         text = f"{setting.help} (default: {defaults[name]!r})"
         flag = "--" + name.replace("_", "-")
@@ -211,8 +217,8 @@ def build_config(args: argparse.Namespace, *, reference_mode: bool = False):
     args : argparse.Namespace
         Parsed options of a subcommand with the configuration group.
     reference_mode : bool
-        Training on reference images (``train``): the paper preset of ST is then the
-        published reference-image demo's, whose continuity weight is 5 (not 1).
+        Training on reference images (``train``): the paper and interactive presets of ST
+        are then the published reference-image demo's, whose continuity weight is 5 (not 1).
 
     Returns
     -------
@@ -237,9 +243,9 @@ def build_config(args: argparse.Namespace, *, reference_mode: bool = False):
             except ConfigError as exc:
                 raise CLIError(f"--method {method} and {args.config}: {exc}") from exc
     else:
-        preset = args.preset or "paper"
+        preset = args.preset or DEFAULT_PRESET
         base = load_preset(preset, method or "st")
-        if reference_mode and preset == "paper" and base.method == "st":
+        if reference_mode and preset != "seed" and base.method == "st":
             base = base.replace(w_con=5.0)
     changes: dict[str, Any] = {}
     for key, value in vars(args).items():

@@ -16,8 +16,8 @@ __all__ = ["register", "run"]
 def register(sub) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "train", "train one model on reference images (the seed's 'ref' "
-                   "configuration, TIP 2020 reference mode) and save it; with the paper "
-                   "preset, ST uses the published reference demo's w_con = 5")
+                   "configuration, TIP 2020 reference mode) and save it; ST uses the published reference demo's "
+                   "w_con = 5 unless --preset seed")
     p.add_argument("inputs", nargs="+", metavar="REF", help="reference images, folders or globs")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL",
                    help="model file to write (.pt); its config is written beside it (.toml)")

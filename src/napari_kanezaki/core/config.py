@@ -27,8 +27,10 @@ __all__ = [
     "load_preset",
 ]
 
-#: Shipped presets: "paper" (the publications' defaults) and "seed" (the seed project's values).
-PRESETS = ("paper", "seed")
+#: Shipped presets: "interactive" (the papers' method, ending by itself: the command line's
+#: and the widgets' default), "paper" (the publications' defaults, the Python API's) and
+#: "seed" (the seed project's values).
+PRESETS = ("interactive", "paper", "seed")
 
 
 
@@ -289,7 +291,9 @@ def preset_path(name: str, method: str) -> Path:
 
     Parameters
     ----------
-    name : {"paper", "seed"}
+    name : {"interactive", "paper", "seed"}
+        ``"interactive"``: the papers' settings with the plateau stop on (and SP's
+        superpixel count following the image size), for a person waiting on a result;
         ``"paper"``: the publications' defaults (equal to ``SPConfig()`` / ``STConfig()``);
         ``"seed"``: the seed project's values (Felzenszwalb superpixels for SP, SGD weight
         decay 0.02).
@@ -313,7 +317,7 @@ def load_preset(name: str, method: str) -> Config:
 
     Parameters
     ----------
-    name : {"paper", "seed"}
+    name : {"interactive", "paper", "seed"}
         Preset name.
     method : {"sp", "st"}
         Method.

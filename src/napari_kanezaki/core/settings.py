@@ -193,7 +193,8 @@ _TABLE = (
     # -- SP superpixels ---------------------------------------------------------------------
     Setting("superpixel", str, "superpixels", "SP: superpixel algorithm, slic or felzenszwalb",
             "superpixels", choices=("slic", "felzenszwalb")),
-    _int("n_segments", "superpixel count", "SP, SLIC: number of superpixels", "slic", 1,
+    _int("n_segments", "superpixel count", "SP, SLIC: number of superpixels (0 = automatic: "
+         "one per 15 pixels, at most 10000, the paper's density on BSDS images)", "slic", 0,
          symbol="K", published="num_superpixels"),
     _float("compactness", "compactness", "SP, SLIC: compactness; higher gives squarer "
            "superpixels", "slic", 0.0, 3, 1.0, low_inclusive=False, published="compactness"),

@@ -31,6 +31,7 @@ __all__ = [
     "batch_superpixels",
     "make_step",
     "scribble_classes",
+    "superpixel_count",
 ]
 
 #: One update on a batch: returns (loss, argmax labels, label count), all on the device.
@@ -277,7 +278,8 @@ def batch_superpixels(
             config.superpixel,
             spatial_dims=spatial_dims,
             spacing=spacing if spatial_dims == len(spacing or ()) else None,
-            n_segments=max(1, round(config.n_segments * density)),
+            n_segments=max(1, round(superpixel_count(config, array[0].size / density)
+                                    * density)),
             compactness=config.compactness,
             scale=config.scale,
             sigma=config.sigma,
@@ -286,6 +288,28 @@ def batch_superpixels(
         maps.append(segments + offset)
         offset += int(segments.max()) + 1
     return torch.from_numpy(np.stack(maps)).to(device), offset
+
+
+#: Pixels per superpixel of the automatic count (the paper's 10000 on 321 x 481 images).
+PIXELS_PER_SUPERPIXEL = 15
+
+
+def superpixel_count(config: SPConfig, n_pixels: float) -> int:
+    """SLIC's number of superpixels: ``n_segments``, or for 0 one per 15 pixels (<= 10000).
+
+    Parameters
+    ----------
+    config : SPConfig
+    n_pixels : float
+        Pixels (voxels) of the whole image.
+
+    Returns
+    -------
+    int
+    """
+    if config.n_segments:
+        return config.n_segments
+    return int(max(1, min(10000, round(n_pixels / PIXELS_PER_SUPERPIXEL))))
 
 
 def _superpixel_view(array: np.ndarray, algorithm: str) -> np.ndarray:

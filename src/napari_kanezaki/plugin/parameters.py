@@ -24,7 +24,13 @@ from magicgui.widgets import (
     show_file_dialog,
 )
 
-from napari_kanezaki.core.config import Config, ConfigError, SPConfig, STConfig, config_for_method
+from napari_kanezaki.core.config import (
+    PRESETS,
+    Config,
+    ConfigError,
+    config_for_method,
+    load_preset,
+)
 from napari_kanezaki.core.settings import SECTIONS, SETTINGS, Setting
 from napari_kanezaki.plugin.notify import report_errors
 
@@ -32,6 +38,9 @@ __all__ = ["ParameterPanel"]
 
 CONFIG_FILTER = "Config files (*.toml *.yaml *.yml)"
 PRECISIONS = ("auto", "fp32", "bf16")
+
+#: The preset the panel starts from (the command line's default too).
+DEFAULT_PRESET = "interactive"
 
 _SECTION_FIELDS = {
     section: tuple(s.name for s in SETTINGS.values() if s.section == section)
@@ -91,10 +100,17 @@ class ParameterPanel(Container):
     """
 
     def __init__(self, method: str = "st") -> None:
-        defaults = {**STConfig().to_dict(), **SPConfig().to_dict()}
+        defaults = {**load_preset(DEFAULT_PRESET, "st").to_dict(),
+                    **load_preset(DEFAULT_PRESET, "sp").to_dict()}
         self.fields: dict[str, Widget] = {
             name: setting_widget(setting, defaults[name]) for name, setting in SETTINGS.items()
         }
+        self.preset = ComboBox(
+            name="preset", choices=list(PRESETS), value=DEFAULT_PRESET,
+            tooltip="Load a preset's settings: interactive (the papers' method, ending by "
+            "itself once the labels are stable), paper (the publications' exact settings, "
+            "1000 iterations) or seed (the seed project's values)",
+        )
         self.method = ComboBox(
             name="method",
             choices=[("ST: similarity + continuity (TIP 2020)", "st"),
@@ -128,6 +144,7 @@ class ParameterPanel(Container):
         super().__init__(
             widgets=[
                 self.method,
+                self.preset,
                 *section("main"),
                 self.st_group,
                 self.sp_group,
@@ -140,6 +157,7 @@ class ParameterPanel(Container):
         )
         self.margins = (0, 0, 0, 0)
         self.method.changed.connect(self._update_visibility)
+        self.preset.changed.connect(self._apply_preset)
         self.fields["superpixel"].changed.connect(self._update_visibility)
         self.show_advanced.changed.connect(self._update_visibility)
         load.changed.connect(self._ask_load)
@@ -230,6 +248,10 @@ class ParameterPanel(Container):
         if path:
             with report_errors():
                 self.save_file(path)
+
+    def _apply_preset(self) -> None:
+        with report_errors():
+            self.set_config(load_preset(self.preset.value, self.method.value))
 
     def _update_visibility(self) -> None:
         is_st = self.method.value == "st"
