@@ -110,6 +110,17 @@ def _config_options(p: argparse.ArgumentParser) -> None:
                                metavar=name.upper(), help=text)
 
 
+def _scribble_options(p: argparse.ArgumentParser) -> None:
+    """``--scribbles`` and ``--scribble-format`` (segment, and train in reference mode)."""
+    p.add_argument("--scribbles", type=Path, default=None, metavar="PATH|DIR",
+                   help="ST only: a scribble file (one input) or a folder of scribbles "
+                   "matched by file stem (X.png, X_scribble.png or X_scribbles.png); "
+                   "images without one run unscribbled")
+    p.add_argument("--scribble-format", choices=("napari", "published"), default="napari",
+                   help="napari: 0 = not scribbled, k = class k; published: the TIP 2020 "
+                   "code's files, 255 = not scribbled")
+
+
 def _runtime_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     group = p.add_argument_group("run")
     if seed:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from napari_kanezaki.cli.inputs import (
     _check_outdir,
@@ -18,6 +17,7 @@ from napari_kanezaki.cli.parser import (
     _config_options,
     _output_dir,
     _runtime_options,
+    _scribble_options,
     _stack_options,
     _subparser,
     build_config,
@@ -33,13 +33,7 @@ def register(sub) -> argparse.ArgumentParser:
                    "(one image: the seed's 'base'; folders/globs: 'base_folder')")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (their images) or glob patterns")
-    p.add_argument("--scribbles", type=Path, default=None, metavar="PATH|DIR",
-                   help="ST only: a scribble file (one input) or a folder of scribbles "
-                   "matched by file stem (X.png, X_scribble.png or X_scribbles.png); "
-                   "images without one run unscribbled")
-    p.add_argument("--scribble-format", choices=("napari", "published"), default="napari",
-                   help="napari: 0 = not scribbled, k = class k; published: the TIP 2020 "
-                   "code's files, 255 = not scribbled")
+    _scribble_options(p)
     p.add_argument("--no-model", dest="save_model", action="store_false",
                    help="do not write each image's trained model (default: write <stem>_model.pt)")
     _output_dir(p)

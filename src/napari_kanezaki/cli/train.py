@@ -6,9 +6,15 @@ import argparse
 import time
 from pathlib import Path
 
-from napari_kanezaki.cli.inputs import expand_inputs
+from napari_kanezaki.cli.inputs import _find_scribbles, expand_inputs
 from napari_kanezaki.cli.main import CLIError
-from napari_kanezaki.cli.parser import _config_options, _runtime_options, _subparser, build_config
+from napari_kanezaki.cli.parser import (
+    _config_options,
+    _runtime_options,
+    _scribble_options,
+    _subparser,
+    build_config,
+)
 
 __all__ = ["register", "run"]
 
@@ -16,11 +22,12 @@ __all__ = ["register", "run"]
 def register(sub) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
     p = _subparser(sub, "train", "train one model on reference images (the seed's 'ref' "
-                   "configuration, TIP 2020 reference mode) and save it; ST uses the published reference demo's "
-                   "w_con = 5 unless --preset seed")
+                   "configuration, TIP 2020 reference mode) and save it; ST uses the "
+                   "published reference demo's w_con = 5 unless --preset seed")
     p.add_argument("inputs", nargs="+", metavar="REF", help="reference images, folders or globs")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL",
                    help="model file to write (.pt); its config is written beside it (.toml)")
+    _scribble_options(p)
     _config_options(p)
     _runtime_options(p)
     p.set_defaults(handler=run)
@@ -46,11 +53,19 @@ def run(args: argparse.Namespace) -> int:
     for path in (model_path, config_path):
         if path.exists() and not args.overwrite:
             raise CLIError(f"{path} already exists; pass --overwrite or choose another -o.")
+    found = _find_scribbles(args.scribbles, refs)
+    if found and config.method != "st":
+        raise CLIError("--scribbles needs the ST method (--method st).")
     images = [read_image(p) for p in refs]
+    scribbles = None
+    if found:
+        scribbles = [None if p not in found else _read_scribbles(found[p], args.scribble_format)
+                     for p in refs]
     segmenter = Segmenter(config, device=args.device, seed=args.seed, precision=args.precision)
     started = time.perf_counter()
     bar = None
-    for state in segmenter.fit_iter(images, channel_axis=args.channel_axis):
+    for state in segmenter.fit_iter(images, channel_axis=args.channel_axis,
+                                    scribbles=scribbles):
         if bar is None:
             bar = tqdm(total=state.max_iter, unit="update", desc="training", disable=args.quiet)
         bar.update(1)
@@ -64,3 +79,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained on {len(refs)} image(s) in {time.perf_counter() - started:.1f} s; wrote "
           f"{model_path} and {config_path}")
     return 0
+
+
+def _read_scribbles(path: Path, scribble_format: str):
+    from napari_kanezaki.imaging.images import scribbles_from_published
+    from napari_kanezaki.imaging.io import read_image
+
+    scribbles = read_image(path)
+    return scribbles_from_published(scribbles) if scribble_format == "published" else scribbles

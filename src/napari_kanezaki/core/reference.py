@@ -12,12 +12,13 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
-from napari_kanezaki.core.config import Config, SPConfig
+from napari_kanezaki.core.config import Config, ConfigError, SPConfig
 from napari_kanezaki.core.optim import make_optimizer
 from napari_kanezaki.core.stopping import StopRule
 from napari_kanezaki.core.training import TrainingState, batch_superpixels
-from napari_kanezaki.imaging.images import ImageError
+from napari_kanezaki.imaging.images import ImageError, prepare_scribbles
 from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_network_input
 
 if TYPE_CHECKING:
@@ -27,8 +28,11 @@ __all__ = ["reference_batches", "train_on_batches", "train_in_turn"]
 
 
 def reference_batches(
-    images: Sequence[np.ndarray], config: Config, channel_axis: int | None = None
-) -> list[list[np.ndarray]]:
+    images: Sequence[np.ndarray],
+    config: Config,
+    channel_axis: int | None = None,
+    scribbles: Sequence[np.ndarray | None] | None = None,
+) -> tuple[list[list[np.ndarray]], list[np.ndarray | None] | None]:
     """Reference images as network inputs, resized to ``ref_size`` and grouped in batches.
 
     Parameters
@@ -39,13 +43,19 @@ def reference_batches(
         ``ref_size`` (0 keeps the size), ``batch_size`` and the preprocessing settings.
     channel_axis : int, optional
         Channel axis of multichannel images.
+    scribbles : sequence of array_like or None, optional
+        ST only (the seed's reference mode with scribbles): one napari-style scribble image
+        (or None) per image, preprocessed and resized with the image (nearest neighbour).
 
     Returns
     -------
-    list of list of numpy.ndarray
+    batches : list of list of numpy.ndarray
         Batches of float32 ``(C, *spatial)`` arrays; the arrays of a batch share a shape.
         As in the published code there are ``len(images) // batch_size`` batches: the
         images of a partial last batch are not trained on.
+    targets : list of numpy.ndarray or None
+        Per batch, int64 class targets ``(batch, *spatial)`` (-1 = not scribbled), or None
+        for a batch without scribbles; None without scribbles at all.
 
     Raises
     ------
@@ -57,7 +67,17 @@ def reference_batches(
         raise ImageError("fit expects a sequence of images; wrap a single image in a list.")
     if len(images) == 0:
         raise ImageError("fit needs at least one reference image.")
-    arrays = [_reference_input(image, config, channel_axis) for image in images]
+    if scribbles is not None and len(scribbles) != len(images):
+        raise ImageError(
+            f"{len(scribbles)} scribble images for {len(images)} reference images; give one "
+            "per image (None for an image without scribbles)."
+        )
+    if scribbles is not None and all(s is None for s in scribbles):
+        scribbles = None
+    inputs = [_reference_input(image, config, channel_axis,
+                               None if scribbles is None else scribbles[i])
+              for i, image in enumerate(images)]
+    arrays = [array for array, _ in inputs]
     in_channels = {a.shape[0] for a in arrays}
     if len(in_channels) != 1:
         raise ImageError(
@@ -71,32 +91,57 @@ def reference_batches(
             f"({len(arrays)}): no full batch to train on. Lower batch_size or add images."
         )
     # As published: int(len(images) / batch_size) batches, a partial last batch is dropped.
-    batches = [arrays[i : i + size] for i in range(0, len(arrays) // size * size, size)]
+    starts = range(0, len(arrays) // size * size, size)
+    batches = [arrays[i : i + size] for i in starts]
     for batch in batches:
         if len({a.shape for a in batch}) != 1:
             raise ImageError(
                 "images of one batch must have the same size: set ref_size (resize) or "
                 "batch_size=1."
             )
-    return batches
+    if scribbles is None:
+        return batches, None
+    targets = []
+    for i, batch in zip(starts, batches):
+        own = [target for _, target in inputs[i : i + size]]
+        if all(target is None for target in own):
+            targets.append(None)
+            continue
+        targets.append(np.stack([
+            np.full(a.shape[1:], -1, np.int64) if target is None else target
+            for a, target in zip(batch, own)
+        ]))
+    return batches, targets
 
 
-def _reference_input(image: np.ndarray, config: Config, channel_axis: int | None) -> np.ndarray:
-    array, _ = prepare_network_input(image, config, channel_axis)
+def _reference_input(
+    image: np.ndarray, config: Config, channel_axis: int | None, scribbles: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    array, geometry = prepare_network_input(image, config, channel_axis)
+    targets = prepare_scribbles(geometry.apply(scribbles), array.shape[1:], config.n_channels)
+    if targets is not None and isinstance(config, SPConfig):
+        raise ConfigError(
+            "scribbles are supported by the ST method only; use STConfig or method='st'."
+        )
     size = config.ref_size
     if size == 0 or array.shape[1:] == (size, size):
-        return array
+        return array, targets
     from skimage.transform import resize
 
     # As published (OpenCV's bilinear cv2.resize): no anti-aliasing, edges replicated. The
     # published code resized the 8-bit image; here the normalised one (not rounded to 8 bits).
     resized = resize(array, (array.shape[0], size, size), order=1, mode="edge",
                      anti_aliasing=False)
-    return resized.astype(np.float32)
+    if targets is not None:
+        targets = resize(targets, (size, size), order=0, mode="edge", anti_aliasing=False,
+                         preserve_range=True).astype(np.int64)
+    return resized.astype(np.float32), targets
 
 
 def train_on_batches(
-    segmenter: Segmenter, batches: list[list[np.ndarray]]
+    segmenter: Segmenter,
+    batches: list[list[np.ndarray]],
+    targets: list[np.ndarray | None] | None = None,
 ) -> Iterator[TrainingState]:
     """The reference mode's loops: per epoch, per batch, ``max_update`` updates on it.
 
@@ -106,6 +151,8 @@ def train_on_batches(
         With a fresh model (`Segmenter.fit_iter` prepares it).
     batches : list of list of numpy.ndarray
         From `reference_batches`.
+    targets : list of numpy.ndarray or None, optional
+        Per-batch scribble targets from `reference_batches`.
 
     Yields
     ------
@@ -130,8 +177,11 @@ def train_on_batches(
                     sp_cache[b] = batch_superpixels(batch, cfg, segmenter.device,
                                                     spacing=segmenter.spacing)
                 superpixels = sp_cache[b]
+            scribble_tensor = None
+            if targets is not None and targets[b] is not None:
+                scribble_tensor = torch.from_numpy(targets[b]).to(segmenter.device)
             step = segmenter._make_step((x.shape[0], *x.shape[2:]), superpixels,
-                                        optimizer=optimizer)
+                                        scribble_tensor, optimizer=optimizer)
             for _ in range(cfg.max_update):
                 iteration += 1
                 if augment is not None:  # the seed's random CLAHE, new at every update

@@ -139,8 +139,9 @@ class Segmenter:
             if reason:
                 return
 
-    def fit_iter(self, images: Sequence[np.ndarray], *,
-                 channel_axis: int | None = None) -> Iterator[TrainingState]:
+    def fit_iter(self, images: Sequence[np.ndarray], *, channel_axis: int | None = None,
+                 scribbles: Sequence[np.ndarray | None] | None = None,
+                 ) -> Iterator[TrainingState]:
         """Train one model on several images (reference mode), yielding a state per update.
 
         The TIP 2020 code's reference-image mode: every image resized to ``ref_size``
@@ -155,17 +156,21 @@ class Segmenter:
             Reference images, all with the same number of channels.
         channel_axis : int, optional
             Channel axis of multichannel images.
+        scribbles : sequence of array_like or None, optional
+            ST only, as the seed's reference mode: one scribble image (0 = not scribbled,
+            k = class k) or None per image. Scribbled classes keep their ids.
 
         Yields
         ------
         TrainingState
             ``max_iter`` is the total number of updates of the whole fit.
         """
-        batches = reference_batches(images, self.config, channel_axis)
+        batches, targets = reference_batches(images, self.config, channel_axis, scribbles)
         first = batches[0][0]
         self._prepare_model(first.shape[0], warm_start=False, spatial_dims=first.ndim - 1)
-        self.keep_ids = ()
-        return train_on_batches(self, batches)
+        ids = {int(i) for t in (targets or []) if t is not None for i in np.unique(t[t >= 0])}
+        self.keep_ids = tuple(sorted(ids))
+        return train_on_batches(self, batches, targets)
 
     def fit_in_turn(self, images: Sequence[np.ndarray], *,
                     channel_axis: int | None = None) -> Iterator[TrainingState]:
@@ -194,9 +199,10 @@ class Segmenter:
         self.keep_ids = ()
         return train_in_turn(self, arrays)
 
-    def fit(self, images: Sequence[np.ndarray], *, channel_axis: int | None = None) -> Segmenter:
+    def fit(self, images: Sequence[np.ndarray], *, channel_axis: int | None = None,
+            scribbles: Sequence[np.ndarray | None] | None = None) -> Segmenter:
         """Train one model on several reference images (see `fit_iter`) and return self."""
-        for _ in self.fit_iter(images, channel_axis=channel_axis):
+        for _ in self.fit_iter(images, channel_axis=channel_axis, scribbles=scribbles):
             pass
         return self
 
