@@ -215,23 +215,14 @@ class SegmentWidget(Container):
         runtime = self.params.runtime()
         preview_every = self.params.preview_every.value
         ndim = spatial_ndim(image)
-        if ndim == 2 and not fits_budget(spatial_shape(image), config.n_channels,
-                                         default_memory_budget()):
-            # Over the memory budget: random crops and tiles, as segment() and the CLI do.
-            job = partial(
-                segment_stack,
-                image.name,
-                layer_data(image) if combined is None else combined,
-                config,
-                runtime,
-                stack_mode=None,
-                scribbles=scribble_data,
-                rgb=bool(image.rgb) if combined is None else None,
-                channel_axis=None if combined is None else -1,
-                preview_every=preview_every,
-            )
-        elif ndim > 2:
-            mode = stack_mode if stack_mode is not None else self.stack_mode.value
+        # Over the memory budget a 2-D image takes random crops and tiles, as segment()
+        # and the CLI do with it; stacks and volumes go the same way with a stack mode.
+        over_budget = ndim == 2 and not fits_budget(spatial_shape(image), config.n_channels,
+                                                    default_memory_budget())
+        if ndim > 2 or over_budget:
+            mode = None
+            if ndim > 2:
+                mode = stack_mode if stack_mode is not None else self.stack_mode.value
             spacing = tuple(float(s) for s in image.scale[-ndim:]) if mode == "3d" else None
             job = partial(
                 segment_stack,
