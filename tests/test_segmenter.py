@@ -240,7 +240,7 @@ def test_load_refuses_foreign_files_without_running_their_code(tmp_path):
             return (print, ("this must never run",))
 
     torch.save({"format": Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="not a napari-kanezaki model file"):
+    with pytest.raises(ValueError, match="refused because loading it could run code"):
         Segmenter.load(tmp_path / "evil.pt")
     with pytest.raises(FileNotFoundError):
         Segmenter.load(tmp_path / "missing.pt")

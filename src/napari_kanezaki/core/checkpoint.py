@@ -7,6 +7,8 @@ code runs, whoever wrote the file.
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +71,45 @@ def write_model(
     return path
 
 
+def _load(path: str | Path, what: str) -> Any:
+    """`torch.load` with ``weights_only``, every failure as a message naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give the model file (.pt) inside it.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist.")
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not for users
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # not a refused object: damaged
+            raise ValueError(
+                f"{what} {path} is not a readable model file (damaged, or not written by "
+                "torch.save)."
+            ) from exc
+        raise ValueError(
+            f"{what} {path} holds Python objects other than tensors and plain values; it "
+            "is refused because loading it could run code. Only files written by "
+            "Segmenter.save (or bare state dicts) are read."
+        ) from exc
+    except Exception as exc:  # damaged or not a torch file: zip, EOF, magic number errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{what} {path} is not a readable model file (damaged, or not written by "
+            f"torch.save): {reason}"
+        ) from exc
+
+
+#: Entries of a model file and the types they must have.
+_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "config": dict, "seed": int, "in_channels": int, "keep_ids": list, "state_dict": dict,
+    "spatial_dims": int, "spacing": (list, type(None)),
+}
+
+
 def read_model(path: str | Path) -> dict[str, Any]:
-    """Read a file written by `write_model`.
+    """Read and check a file written by `write_model` (the one place model files are read).
 
     Parameters
     ----------
@@ -85,21 +124,29 @@ def read_model(path: str | Path) -> dict[str, Any]:
     Raises
     ------
     FileNotFoundError, ValueError
-        For a missing file, or one that is not a model file of this package.
+        For a missing file, a folder, a damaged file, a file that is not a model file of
+        this package or one with missing or mistyped entries; the message says which.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} is not a napari-kanezaki model file (or is damaged): {exc}") from exc
+    payload = _load(path, "model file")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(
             f"{path} is not a napari-kanezaki model file: it was not written by "
             "Segmenter.save. A bare state dict can be loaded with torch.load and "
             "Segmenter.model.load_state_dict after a run."
         )
+    payload.setdefault("spatial_dims", 2)
+    payload.setdefault("spacing", None)
+    for key, kind in _ENTRIES.items():
+        if key not in payload:
+            raise ValueError(
+                f"model file {path} has no {key!r} entry: it is damaged or was written by an "
+                "incompatible version; train and save the model again."
+            )
+        if isinstance(payload[key], bool) or not isinstance(payload[key], kind):
+            raise ValueError(
+                f"model file {path}: entry {key!r} is a {type(payload[key]).__name__}, not "
+                "what Segmenter.save writes; the file is damaged."
+            )
     return payload
 
 
@@ -116,18 +163,14 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     dict
         Parameter and buffer tensors by name.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist; fix the path or set checkpoint = \"\" "
-            "to start from fresh weights."
-        )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"checkpoint {path} cannot be read as a model file: {exc}") from exc
+    payload = _load(path, "checkpoint")
     if isinstance(payload, dict) and payload.get("format") == MODEL_FORMAT:
-        payload = payload["state_dict"]
+        payload = payload.get("state_dict")
+    if not isinstance(payload, dict):
+        raise ValueError(
+            f"checkpoint {path} holds no state dict; give a file written by Segmenter.save "
+            "or torch.save(model.state_dict())."
+        )
     return payload
 
 
@@ -137,8 +180,12 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], sourc
     try:
         model.load_state_dict(weights)
     except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        reason = next((line.strip() for line in detail[1:] if line.strip()), detail[0]
+                      if detail else type(exc).__name__)
         raise ConfigError(
-            f"checkpoint {source} does not fit this network ({model.in_channels} input "
-            f"channel(s), n_channels={config.n_channels}, n_conv={config.n_conv}): {exc}. "
-            "Use the checkpoint's n_channels/n_conv or another checkpoint."
+            f"the weights in {source} do not fit this network ({model.in_channels} input "
+            f"channel(s), n_channels={config.n_channels}, n_conv={config.n_conv}): "
+            f"{reason}. Use the n_channels/n_conv the weights were trained with, or "
+            "other weights."
         ) from exc

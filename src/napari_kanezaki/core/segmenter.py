@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from napari_kanezaki.core import checkpoint
-from napari_kanezaki.core.config import Config, SPConfig, STConfig, config_for_method
+from napari_kanezaki.core.config import Config, ConfigError, SPConfig, STConfig, config_for_method
 from napari_kanezaki.core.devices import autocast, resolve_device, resolve_precision, to_device
 from napari_kanezaki.core.network import KanezakiNet, build_network, check_input
 from napari_kanezaki.core.optim import make_optimizer
@@ -273,14 +273,16 @@ class Segmenter:
         """
         payload = checkpoint.read_model(path)
         config_dict = dict(payload["config"])
-        config = config_for_method(config_dict["method"]).from_dict(config_dict)
+        try:
+            config = config_for_method(config_dict.get("method", "")).from_dict(config_dict)
+        except ConfigError as exc:
+            raise ConfigError(f"model file {path} holds an invalid configuration: {exc}") from exc
         segmenter = cls(config, device=device, seed=payload["seed"], precision=precision,
                         spacing=payload.get("spacing"))
         segmenter.model = build_network(
-            int(payload["in_channels"]), config.n_channels, config.n_conv,
-            spatial_dims=int(payload.get("spatial_dims", 2)), seed=segmenter.seed,
-            device=segmenter.device)
-        segmenter.model.load_state_dict(payload["state_dict"])
+            payload["in_channels"], config.n_channels, config.n_conv,
+            spatial_dims=payload["spatial_dims"], seed=segmenter.seed, device=segmenter.device)
+        checkpoint.load_weights(segmenter.model, payload["state_dict"], Path(path), config)
         segmenter.keep_ids = tuple(int(i) for i in payload["keep_ids"])
         return segmenter
 
