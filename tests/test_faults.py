@@ -110,3 +110,55 @@ def test_warm_start_checkpoint_faults_are_explained(model_file, tmp_path):
         list(Segmenter(STConfig(n_channels=12, max_iter=1, checkpoint=str(model_file)),
                        **FAST).run(image))
     np.testing.assert_array_equal(image, noisy_regions((24, 24), seed=0)[0])
+
+
+# -- numeric range of images and scribbles (one place: imaging.images) ------------------------
+def test_float64_beyond_float32_range_is_normalised_like_the_same_image_scaled_down():
+    from napari_kanezaki.imaging.images import to_network_input
+    from napari_kanezaki.imaging.sources import ImageSource
+
+    rng = np.random.default_rng(0)
+    base = rng.random((20, 24)) * 10 - 5
+    huge = base * 1e300  # finite float64, far beyond float32's 3.4e38
+    before = huge.copy()
+    for convert in (to_network_input, lambda a: ImageSource(a).read()[0]):
+        np.testing.assert_allclose(np.squeeze(convert(huge)), np.squeeze(convert(base)),
+                                   atol=1e-6)
+    np.testing.assert_array_equal(huge, before)
+
+
+def test_large_integer_offsets_keep_their_precision():
+    from napari_kanezaki.imaging.images import to_network_input
+
+    ramp = np.arange(400, dtype=np.int64).reshape(20, 20)
+    np.testing.assert_allclose(to_network_input(ramp + 10**12), to_network_input(ramp),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (np.full((8, 8), np.nan), "NaN or infinite"),
+    (np.full((8, 8), np.inf, np.float32), "NaN or infinite"),
+    (np.ones((8, 8), np.complex64), "image is complex"),
+    (np.array([["a"] * 8] * 8), "numeric array"),
+])
+def test_bad_image_values_are_named(bad, words):
+    from napari_kanezaki import ImageError, ImageSource, segment
+
+    with pytest.raises(ImageError, match=words):
+        segment(bad, max_iter=1, **FAST)
+    with pytest.raises(ImageError, match=words):
+        ImageSource(bad).read()
+
+
+def test_huge_unsigned_scribble_id_is_reported_exactly():
+    from napari_kanezaki import ImageError
+    from napari_kanezaki.imaging.images import prepare_scribbles
+
+    scribbles = np.zeros((8, 8), np.uint64)
+    scribbles[0, 0] = 2**63 + 5
+    with pytest.raises(ImageError, match=f"scribble id {2**63 + 5} is not smaller"):
+        prepare_scribbles(scribbles, (8, 8), 100)
+    floats = np.zeros((8, 8))
+    floats[1, 1] = 1e30
+    with pytest.raises(ImageError, match="is not smaller than n_channels=100"):
+        prepare_scribbles(floats, (8, 8), 100)

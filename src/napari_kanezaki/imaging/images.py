@@ -58,10 +58,7 @@ def to_network_input(
             )
         return image.array
     array = np.asarray(image)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.number) or array.dtype == bool
-    ):
-        raise ImageError(f"image must be a numeric array, got dtype {array.dtype}.")
+    check_dtype(array.dtype)
     if array.ndim == 2:
         array = array[np.newaxis]
     elif array.ndim == 3:
@@ -120,22 +117,57 @@ def normalize_intensity(
         return np.ascontiguousarray(channels, dtype=np.float32) / np.float32(255)
     if channels.dtype == bool:
         return np.ascontiguousarray(channels, dtype=np.float32)
-    data = np.asarray(channels, dtype=np.float32)
-    if not np.isfinite(data).all():
+    check_dtype(channels.dtype)
+    check_finite(channels)
+    flat = channels.reshape(channels.shape[0], -1)
+    low, high = np.percentile(flat, [low_p, high_p], axis=1)  # float64
+    out = np.empty(channels.shape, dtype=np.float32)
+    for c in range(channels.shape[0]):
+        scale_into(channels[c], low[c], high[c], out[c])
+    return out
+
+
+def check_dtype(dtype: np.dtype) -> None:
+    """Refuse what cannot be an image: non-numeric and complex data (`ImageError`).
+
+    The one check of input dtypes, used by `to_network_input` and `ImageSource`.
+    """
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ImageError(
+            f"image is complex ({dtype}); choose what to segment, e.g. its magnitude "
+            "np.abs(image) or its real part image.real."
+        )
+    if dtype == object or not (np.issubdtype(dtype, np.number) or dtype == bool):
+        raise ImageError(f"image must be a numeric array, got dtype {dtype}.")
+
+
+def check_finite(values: np.ndarray) -> None:
+    """Refuse NaN and infinite values, tested in the data's own dtype (`ImageError`)."""
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
         raise ImageError(
             "image contains NaN or infinite values; replace them (e.g. np.nan_to_num) first."
         )
-    flat = data.reshape(data.shape[0], -1)
-    low, high = np.percentile(flat, [low_p, high_p], axis=1)
-    span = high - low
-    out = np.empty_like(data)
-    for c in range(data.shape[0]):
-        if span[c] > 0:
-            np.subtract(data[c], low[c], out=out[c])
-            out[c] /= span[c]
-        else:
-            out[c] = 0
-    return np.clip(out, 0, 1, out=out)
+
+
+def scale_into(values: np.ndarray, low: float, high: float, out: np.ndarray) -> None:
+    """Write ``clip((values - low) / (high - low), 0, 1)`` into the float32 `out`.
+
+    Computed in float64 for 64-bit and wide integer data, so that values beyond float32's
+    range do not overflow and large offsets keep their precision; a constant channel
+    (``high == low``) becomes 0.
+    """
+    span = float(high) - float(low)
+    if not span > 0:
+        out[...] = 0
+        return
+    if values.dtype.itemsize >= 8 or (np.issubdtype(values.dtype, np.integer)
+                                     and values.dtype.itemsize >= 4):
+        out[...] = (values.astype(np.float64) - float(low)) / span
+    else:
+        np.subtract(values, np.float32(low), out=out, casting="unsafe")
+        out /= np.float32(span)
+    np.clip(out, 0, 1, out=out)
 
 
 def prepare_scribbles(
@@ -178,24 +210,23 @@ def prepare_scribbles(
     elif np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
             raise ImageError("scribbles must hold integer class ids; got non-integer values.")
-        array = array.astype(np.int64)
     elif not np.issubdtype(array.dtype, np.integer):
         raise ImageError(f"scribbles must be an integer label image, got dtype {array.dtype}.")
-    array = array.astype(np.int64, copy=True)
-    if array.size and array.min() < 0:
+    if array.size and int(array.min()) < 0:
         raise ImageError("scribbles must not be negative: use 0 for 'not scribbled'.")
-    top = int(array.max()) if array.size else 0
-    if top == 0:
-        warnings.warn(
-            "the scribble image is empty (all 0); running without scribbles.", stacklevel=3
-        )
-        return None
+    top = int(array.max()) if array.size else 0  # before any cast: uint64 ids stay exact
     if top >= n_channels:
         raise ImageError(
             f"scribble id {top} is not smaller than n_channels={n_channels}: class ids are "
             "used as channel indices. Relabel the scribbles to 1..k (e.g. "
             "skimage.segmentation.relabel_sequential) or raise n_channels."
         )
+    array = array.astype(np.int64, copy=True)
+    if top == 0:
+        warnings.warn(
+            "the scribble image is empty (all 0); running without scribbles.", stacklevel=3
+        )
+        return None
     array[array == 0] = -1
     return array
 

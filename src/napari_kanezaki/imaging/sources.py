@@ -9,7 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_kanezaki.imaging.images import DEFAULT_PERCENTILES, ImageError
+from napari_kanezaki.imaging.images import (
+    DEFAULT_PERCENTILES,
+    ImageError,
+    check_dtype,
+    check_finite,
+    scale_into,
+)
 
 __all__ = ["ImageSource"]
 
@@ -61,8 +67,7 @@ class ImageSource:
                 data = np.asarray(data)
                 break
         dtype = np.dtype(data.dtype)
-        if dtype == object or not (np.issubdtype(dtype, np.number) or dtype == bool):
-            raise ImageError(f"image must be a numeric array, got dtype {dtype}.")
+        check_dtype(dtype)
         shape = tuple(int(n) for n in data.shape)
         ndim = len(shape)
         if ndim < 2:
@@ -184,21 +189,11 @@ class ImageSource:
         """
         low, high = self._channel_ranges()
         block = self._read_raw(index)
-        if not np.issubdtype(block.dtype, np.integer) and block.dtype != bool:
-            if not np.isfinite(block).all():
-                raise ImageError(
-                    "image contains NaN or infinite values; replace them (e.g. np.nan_to_num) "
-                    "first."
-                )
+        check_finite(block)
         out = np.empty(block.shape, dtype=np.float32)
         for c in range(block.shape[0]):
-            span = high[c] - low[c]
-            if span > 0:
-                np.subtract(block[c], np.float32(low[c]), out=out[c], casting="unsafe")
-                out[c] /= np.float32(span)
-            else:
-                out[c] = 0
-        return np.clip(out, 0, 1, out=out)
+            scale_into(block[c], low[c], high[c], out[c])
+        return out
 
     def _read_raw(self, index: tuple[int | slice, ...]) -> np.ndarray:
         index = tuple(index) + (slice(None),) * (self.spatial_ndim - len(index))
@@ -224,11 +219,8 @@ class ImageSource:
             samples = self._read_raw(()).reshape(n, -1)
         else:
             samples = self._random_blocks(max_elements)
+        check_finite(samples)
         samples = samples.astype(np.float64, copy=False)
-        if not np.isfinite(samples).all():
-            raise ImageError(
-                "image contains NaN or infinite values; replace them (e.g. np.nan_to_num) first."
-            )
         low, high = np.percentile(samples, self.percentiles, axis=1)
         return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
 
