@@ -162,3 +162,32 @@ def test_huge_unsigned_scribble_id_is_reported_exactly():
     floats[1, 1] = 1e30
     with pytest.raises(ImageError, match="is not smaller than n_channels=100"):
         prepare_scribbles(floats, (8, 8), 100)
+
+
+# -- files and pairing ------------------------------------------------------------------------
+def test_evaluate_never_pairs_unrelated_names(tmp_path, capsys):
+    import tifffile
+
+    labels = np.ones((10, 10), np.int32)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    tifffile.imwrite(tmp_path / "pred" / "a_labels.tif", labels)
+    tifffile.imwrite(tmp_path / "gt" / "b.tif", labels)  # one unrelated ground truth
+    assert main(["evaluate", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 2
+    err = capsys.readouterr().err
+    assert "no ground truth with the same name for a_labels.tif" in err
+    assert "Traceback" not in err
+
+
+def test_non_image_files_in_an_input_folder_are_not_images(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "a.png", noisy_regions((24, 24), seed=0)[0])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "truth.mat").write_bytes(b"MATLAB 5.0")
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), "-o", str(out), "--n-channels", "8", "--max-iter",
+                 "2", "--device", "cpu", "-q"]) == 0
+    assert "1 segmented, 0 skipped (outputs exist), 0 failed" in capsys.readouterr().out

@@ -35,8 +35,10 @@ def expand_inputs(items: Sequence[str | Path], what: str = "image") -> list[Path
         text = str(item)
         path = Path(text)
         if path.is_dir():
+            # BSDS500 ground truth comes as .mat files; images never do.
+            suffixes = IMAGE_SUFFIXES + ((".mat",) if what == "ground-truth" else ())
             found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + (".mat",))
+                           if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
                 raise CLIError(f"folder {path} has no {what} files ({', '.join(IMAGE_SUFFIXES)}).")
             files += found

@@ -346,9 +346,7 @@ def evaluate_files(
         key = _match_key(path.stem)
         if key in gt_by_key:
             pairs.append((path, gt_by_key[key]))
-        elif len(predictions) == 1 and len(ground_truths) == 1:
-            pairs.append((path, Path(ground_truths[0])))
-        else:
+        else:  # never paired by position: an unrelated file would score silently
             missing.append(path.name)
     if missing:
         raise ValueError(
