@@ -2,9 +2,11 @@
 
 No Qt or napari here: each job is a generator that iterates the core's `Segmenter` and
 yields `Update` objects (progress over the whole job, plus label images to show), checks a
-`threading.Event` after every update to stop early, and returns a `JobResult`. Stopping
-keeps the model's last weights and still predicts the image being trained, so a stopped
-run leaves a consistent result. torch is imported only when a job runs.
+`threading.Event` after every update and between set-up phases to stop early, and returns a
+`JobResult`. Stopping keeps the model's last weights and still predicts the image being
+trained, so a stopped run leaves a consistent result, unless the stop is a `StopRequest`
+that was abandoned (the widget no longer waits for the job): then the job returns at its
+next check without predicting. torch is imported only when a job runs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from napari_kanezaki.core.segmenter import Segmenter
 
 __all__ = [
+    "StopRequest",
     "Update",
     "JobResult",
     "Job",
@@ -74,6 +77,45 @@ class JobResult:
 
 Job = Generator[Update, None, JobResult]
 
+#: Longest layer name shown in progress texts (longer ones are elided in the middle).
+NAME_CHARS = 14
+
+
+class StopRequest(threading.Event):
+    """The stop event of a job, which can also be abandoned.
+
+    `set` asks the job to stop after its current step (it still predicts the image being
+    trained). `abandon` also tells it that nobody waits for its result any more: it then
+    returns at its next check without predicting, so its thread ends as soon as possible.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._abandoned = False
+
+    @property
+    def abandoned(self) -> bool:
+        """True once `abandon` was called."""
+        return self._abandoned
+
+    def abandon(self) -> None:
+        """Stop, and skip the work that only serves a result nobody will show."""
+        self._abandoned = True
+        self.set()
+
+
+def _abandoned(stop: threading.Event) -> bool:
+    return bool(getattr(stop, "abandoned", False))
+
+
+def short_name(key: Hashable) -> str:
+    """`key` as text of at most `NAME_CHARS` characters (elided in the middle)."""
+    text = str(key)
+    if len(text) <= NAME_CHARS:
+        return text
+    head = (NAME_CHARS - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (NAME_CHARS - 1 - head):]}"
+
 
 def segment_each(
     images: Mapping[Hashable, tuple[np.ndarray, np.ndarray | None]],
@@ -93,7 +135,8 @@ def segment_each(
     runtime : mapping
         ``seed``, ``device`` and ``precision`` for `Segmenter`.
     stop : threading.Event
-        Set it to stop after the current iteration; the current image is still predicted.
+        Set it to stop after the current iteration; the current image is still predicted
+        (not if `stop` is an abandoned `StopRequest`).
     preview_every : int
         Yield the current labels every this many iterations (0: only the final result).
 
@@ -107,6 +150,12 @@ def segment_each(
     done = 0
     segmenter = None
     for key, (image, scribbles) in images.items():
+        if stop.is_set():  # also after importing torch (seconds the first time)
+            break
+        name = short_name(key)
+        # A check point before the set-up of `run` (normalisation, superpixels, first
+        # update), which itself cannot be interrupted.
+        yield Update(done, total, f"{name}: preparing…", key)
         if stop.is_set():
             break
         segmenter = Segmenter(config, **runtime)
@@ -114,13 +163,15 @@ def segment_each(
             preview = None
             if preview_every and state.iteration % preview_every == 0 and not state.done:
                 preview = state.labels()
-            text = f"{key}: {state.status()}"
+            text = f"{name}: {state.status()}"
             yield Update(done + state.iteration, total, text, key, preview)
             if stop.is_set():
                 break
         done += config.max_iter
+        if _abandoned(stop):
+            break
         labels = segmenter.predict(image)
-        text = f"{key}: {int(labels.max())} labels"
+        text = f"{name}: {int(labels.max())} labels"
         yield Update(done, total, text, key, labels)
     return JobResult(segmenter, stop.is_set())
 
@@ -143,7 +194,8 @@ def segment_stack(
     """Segment a stack or volume (or a large image) with `stacks.segment_iter`.
 
     Progress runs over all training updates, planes and tiles. Stopping ends training
-    after the current update and still predicts the current plane or volume.
+    after the current update and still predicts the current plane or volume (an abandoned
+    `StopRequest` ends the job at the next update instead).
 
     Parameters
     ----------
@@ -168,6 +220,10 @@ def segment_stack(
     """
     from napari_kanezaki.workflows.stacks import segment_iter
 
+    name = short_name(key)
+    yield Update(0, 0, f"{name}: preparing…", key)  # a check point after importing torch
+    if stop.is_set():
+        return JobResult(None, True)
     generator = segment_iter(
         image,
         config,
@@ -195,10 +251,13 @@ def segment_stack(
             shape = shape or _spatial_shape_of(image, rgb, channel_axis)
             if labels.shape != shape:
                 labels = None  # a plane or crop preview: not the output's shape
-        yield Update(progress.step, progress.total, f"{key}: {progress.text}", key, labels)
+        yield Update(progress.step, progress.total, f"{name}: {progress.text}", key, labels)
+        if _abandoned(stop):  # skip the prediction that follows a stop
+            generator.close()
+            return JobResult(None, True)
     labels = result.labels
     top = int(np.max(labels)) if isinstance(labels, np.ndarray) else None
-    text = f"{key}: {top} labels" if top is not None else f"{key}: done"
+    text = f"{name}: {top} labels" if top is not None else f"{name}: done"
     yield Update(total, total, text, key, labels)
     return JobResult(result.segmenter, result.stopped)
 
@@ -241,6 +300,9 @@ def fit_and_apply(
     """
     from napari_kanezaki.core.segmenter import Segmenter
 
+    yield Update(0, 0, "references: preparing…")  # a check point after importing torch
+    if stop.is_set():
+        return JobResult(None, True)
     segmenter = Segmenter(config, **runtime)
     n_updates = 0
     for state in segmenter.fit_iter(list(references)):
@@ -278,6 +340,8 @@ def apply_saved(
     """
     from napari_kanezaki.core.segmenter import Segmenter
 
+    if stop.is_set():  # stopped while torch was imported
+        return JobResult(None, True)
     segmenter = Segmenter.load(path, device=runtime["device"], precision=runtime["precision"])
     yield from _predict_all(segmenter, targets, 0, stop)
     return JobResult(segmenter, stop.is_set())
@@ -292,4 +356,5 @@ def _predict_all(
         if stop.is_set():
             return
         labels = segmenter.predict(image)
-        yield Update(start + i, total, f"{key}: {int(labels.max())} labels", key, labels)
+        text = f"{short_name(key)}: {int(labels.max())} labels"
+        yield Update(start + i, total, text, key, labels)

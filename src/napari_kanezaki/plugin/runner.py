@@ -1,9 +1,15 @@
 """Run / Stop / Save-model buttons that run a job in a napari thread worker.
 
 `RunControls` owns the worker of one widget: it disables Run while a job runs, shows a
-progress bar in napari's activity dock, writes the label images the job yields into output
-Labels layers (created at once by `add_output_layer`), turns errors into notifications and
-removes output layers that never received labels.
+progress bar in napari's activity dock (whose Cancel button acts like Stop), writes the label
+images the job yields into output Labels layers (created at once by `add_output_layer`),
+turns errors into notifications and removes output layers that never received labels.
+
+Stop answers within a second whatever the job is doing: it disables itself and shows
+"stopping…" at once, gives the job `RunControls.stop_grace` seconds to stop at its next
+check (and predict its current image), and otherwise detaches the worker: the controls go
+back to idle, the outputs keep the labels they have, and whatever the worker still sends is
+ignored (it only ends its thread, at its next check; see `jobs.StopRequest`).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import numpy as np
 from magicgui.widgets import Container, PushButton, show_file_dialog
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
-from napari.utils import progress
+from napari.utils import cancelable_progress, progress
+from qtpy.QtCore import QThreadPool, QTimer
 
-from napari_kanezaki.plugin.jobs import Job, JobResult, Update
+from napari_kanezaki.plugin.jobs import Job, JobResult, StopRequest, Update
 from napari_kanezaki.plugin.notify import notify_error, report_errors
 
 __all__ = [
@@ -34,6 +41,18 @@ __all__ = [
 ]
 
 MODEL_FILTER = "napari-kanezaki model (*.pt)"
+
+#: Longest progress description: with the bar and the Cancel button it then fits the
+#: activity dock's default width (520 px, about 500 px inside), so it is never cut off.
+DESCRIPTION_CHARS = 44
+
+#: No text after the bar: tqdm's default (e.g. " 20/1000 [00:03<02:30, 6.50it/s]") repeats
+#: the step count of the description, pushes the text and Cancel button out of the activity
+#: dock, and its time left is mostly wrong anyway when the plateau rule ends a run early.
+BAR_FORMAT = "{l_bar}{bar}|"
+
+STOP_TEXT = "Stop"
+STOPPING_TEXT = "Stopping…"
 
 
 def spatial_shape(layer: Image | Labels) -> tuple[int, ...]:
@@ -94,6 +113,43 @@ def add_output_layer(viewer: Any, image: Image, suffix: str = "segmentation") ->
     )
 
 
+def short_description(text: str, limit: int = DESCRIPTION_CHARS) -> str:
+    """`text` elided in the middle to at most `limit` characters."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (limit - 1 - head):]}"
+
+
+class _CancelableProgress(cancelable_progress):
+    """A manually updated progress bar whose activity-dock Cancel button calls back at once.
+
+    napari's `cancelable_progress` calls `cancel_callback` only from its iterator, so a
+    manually updated bar would just set `is_canceled`.
+    """
+
+    def cancel(self) -> None:
+        if self.is_canceled:
+            return
+        super().cancel()
+        if self.cancel_callback is not None:
+            self.cancel_callback()
+
+
+class _Run:
+    """One started job: its stop request, worker, progress bar and output layers."""
+
+    def __init__(self, outputs: Mapping[Hashable, Labels]) -> None:
+        self.stop = StopRequest()
+        self.outputs = dict(outputs)
+        self.filled: set[Hashable] = set()
+        self.worker: Any = None
+        self.bar: progress | None = None
+        self.stopping = False
+        self.detached = False
+        self.finished = False
+
+
 class RunControls(Container):
     """Run, Stop and Save-model buttons driving one background job at a time.
 
@@ -105,10 +161,14 @@ class RunControls(Container):
         Called without arguments when Run is clicked; it should call `start`.
     """
 
+    #: Seconds a stopped job may take to end by itself (keeping its final prediction)
+    #: before the controls detach from it.
+    stop_grace: float = 0.6
+
     def __init__(self, viewer: Any, on_run: Callable[[], None]) -> None:
         self._viewer = viewer
         self.run_button = PushButton(name="run", text="Run")
-        self.stop_button = PushButton(name="stop", text="Stop", enabled=False)
+        self.stop_button = PushButton(name="stop", text=STOP_TEXT, enabled=False)
         self.save_button = PushButton(name="save_model", text="Save model…", enabled=False)
         super().__init__(
             widgets=[self.run_button, self.stop_button, self.save_button],
@@ -117,11 +177,9 @@ class RunControls(Container):
         )
         self.margins = (0, 0, 0, 0)
         self.result: JobResult | None = None
-        self._stop = threading.Event()
-        self._worker: Any = None
-        self._bar: progress | None = None
-        self._outputs: dict[Hashable, Labels] = {}
-        self._filled: set[Hashable] = set()
+        self._run: _Run | None = None
+        self._last: _Run | None = None
+        self._detached: list[_Run] = []
         self._queue: deque[Callable[[], None]] = deque()
         self._draining = False
         self.run_button.changed.connect(on_run)
@@ -130,8 +188,22 @@ class RunControls(Container):
 
     @property
     def running(self) -> bool:
-        """True while a job runs."""
-        return self._worker is not None
+        """True while a job runs (and until it was detached after Stop)."""
+        return self._run is not None
+
+    @property
+    def stopping(self) -> bool:
+        """True between a stop request and the end of the job (or its detaching)."""
+        return self._run is not None and self._run.stopping
+
+    @property
+    def detached_workers(self) -> list[Any]:
+        """Workers of stopped jobs that were detached and whose thread has not ended yet."""
+        return [run.worker for run in self._detached]
+
+    @property
+    def _bar(self) -> progress | None:
+        return self._run.bar if self._run is not None else None
 
     def start(
         self,
@@ -145,7 +217,7 @@ class RunControls(Container):
         ----------
         job : callable
             A generator function of `_jobs` (or a `functools.partial` of one) taking the
-            stop event as its last argument.
+            stop event (a `jobs.StopRequest`) as its last argument.
         outputs : mapping
             Update key -> Labels layer that receives the label images of that key.
         description : str
@@ -153,25 +225,51 @@ class RunControls(Container):
         """
         if self.running:
             raise RuntimeError("a run is already in progress; stop it first.")
-        self._stop = threading.Event()
-        self._outputs = dict(outputs)
-        self._filled = set()
-        self._bar = progress(total=0, desc=description)
+        run = _Run(outputs)
+        run.bar = _CancelableProgress(
+            total=0,
+            desc=short_description(description),
+            bar_format=BAR_FORMAT,
+            cancel_callback=partial(self._stop_run, run),
+        )
         connect = {
-            "yielded": partial(self._serially, self._on_update),
-            "returned": partial(self._serially, self._on_returned),
-            "errored": partial(self._serially, notify_error),
-            "finished": partial(self._serially, self._on_finished),
+            "yielded": partial(self._serially, self._on_update, run),
+            "returned": partial(self._serially, self._on_returned, run),
+            "errored": partial(self._serially, self._on_errored, run),
+            "finished": partial(self._serially, self._on_finished, run),
         }
-        worker = thread_worker(job, start_thread=False, connect=connect)(self._stop)
-        self._worker = worker
+        run.worker = thread_worker(job, start_thread=False, connect=connect)(run.stop)
+        self._run = self._last = run
         self.run_button.enabled = False
+        self.stop_button.text = STOP_TEXT
         self.stop_button.enabled = True
-        worker.start()
+        self._make_room_in_pool()
+        run.worker.start()
 
     def stop(self) -> None:
-        """Ask the job to stop after its current iteration (it keeps its last result)."""
-        self._stop.set()
+        """Stop the job: at once in the controls, within `stop_grace` seconds for the job.
+
+        The Stop button is disabled and the progress text says "stopping…" at once. The job
+        stops at its next check (after its current training update) and predicts its
+        current image; if it has not ended after `stop_grace` seconds (e.g. it is computing
+        superpixels), the controls detach from it and are idle again: the output layers keep
+        the labels they have (those that never received any are removed) and the worker's
+        later results are ignored.
+        """
+        if self._run is not None:
+            self._stop_run(self._run)
+
+    def _stop_run(self, run: _Run) -> None:
+        if run is not self._run or run.stopping:
+            return
+        run.stopping = True
+        run.stop.set()
+        self.stop_button.enabled = False
+        self.stop_button.text = STOPPING_TEXT
+        QTimer.singleShot(
+            max(0, round(self.stop_grace * 1000)), partial(self._serially, self._detach, run)
+        )
+        self._serially(self._show_stopping, run)
 
     def save_model(self, path: str | Path) -> Path:
         """Save the model of the last job, replacing an existing file.
@@ -212,30 +310,75 @@ class RunControls(Container):
         finally:
             self._draining = False
 
-    def _on_update(self, update: Update) -> None:
-        layer = self._outputs.get(update.key)
+    @staticmethod
+    def _make_room_in_pool() -> None:
+        """Let a new worker start at once even while detached workers still end."""
+        pool = QThreadPool.globalInstance()
+        if pool.activeThreadCount() >= pool.maxThreadCount():
+            pool.setMaxThreadCount(pool.activeThreadCount() + 1)
+
+    def _show_stopping(self, run: _Run) -> None:
+        if run is self._run and run.bar is not None:
+            run.bar.set_description("stopping…")
+
+    def _on_update(self, run: _Run, update: Update) -> None:
+        if run is not self._run:
+            return  # detached: the outputs keep what they have
+        layer = run.outputs.get(update.key)
         if update.labels is not None and layer is not None:
-            self._filled.add(update.key)
+            run.filled.add(update.key)
             layer.data = update.labels
-        bar = self._bar
+        bar = run.bar
         if bar is not None:
             if bar.total != update.total:
                 bar.total = update.total
-            bar.set_description(update.text)
+            if not run.stopping:
+                bar.set_description(short_description(update.text))
             bar.update(update.step - bar.n)
 
-    def _on_returned(self, result: JobResult) -> None:
-        self.result = result
-        self.save_button.enabled = result.segmenter is not None
+    def _on_returned(self, run: _Run, result: JobResult) -> None:
+        # A detached job's model is still welcome while no other run has started.
+        if run is self._run or (run is self._last and self._run is None):
+            self.result = result
+            self.save_button.enabled = result.segmenter is not None
 
-    def _on_finished(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        for key, layer in self._outputs.items():
-            if key not in self._filled and layer in self._viewer.layers:
-                self._viewer.layers.remove(layer)
-        self._outputs = {}
-        self._worker = None
+    def _on_errored(self, run: _Run, error: BaseException) -> None:
+        if run is self._run:
+            notify_error(error)
+
+    def _on_finished(self, run: _Run) -> None:
+        run.finished = True
+        if run in self._detached:
+            self._detached.remove(run)
+        if run is self._run:
+            self._release(run)
+
+    def _detach(self, run: _Run) -> None:
+        """Stop waiting for a stopped job that has not ended (its thread ends by itself)."""
+        if run is not self._run or run.finished:
+            return
+        run.detached = True
+        run.stop.abandon()
+        self._detached.append(run)
+        # Removing a layer costs napari a full garbage collection (0.3-0.8 s with torch
+        # loaded): show the idle controls first, remove the unfilled outputs just after.
+        self._release(run, remove=False)
+        QTimer.singleShot(50, partial(self._remove_unfilled, run))
+
+    def _release(self, run: _Run, remove: bool = True) -> None:
+        """Close the run's progress bar, drop its unfilled outputs and go back to idle."""
+        if run.bar is not None:
+            run.bar.close()
+            run.bar = None
+        if remove:
+            self._remove_unfilled(run)
+        self._run = None
         self.run_button.enabled = True
         self.stop_button.enabled = False
+        self.stop_button.text = STOP_TEXT
+
+    def _remove_unfilled(self, run: _Run) -> None:
+        """Remove the output layers of `run` that never received labels."""
+        for key, layer in run.outputs.items():
+            if key not in run.filled and layer in self._viewer.layers:
+                self._viewer.layers.remove(layer)
