@@ -190,7 +190,7 @@ def test_warm_start_from_checkpoint(tmp_path, rgb_image):
                      precision="fp32")
     list(cold.run(rgb_image))
     assert not np.array_equal(cold.predict(rgb_image), first.predict(rgb_image))
-    with pytest.raises(ConfigError, match="does not fit this network"):
+    with pytest.raises(ConfigError, match="do not fit this network"):
         list(Segmenter(cfg.replace(n_channels=8, checkpoint=str(path)), device="cpu").run(
             rgb_image))
     with pytest.raises(FileNotFoundError, match="checkpoint .* does not exist"):

@@ -182,7 +182,7 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], sourc
     except Exception as exc:
         detail = str(exc).strip().splitlines()
         reason = next((line.strip() for line in detail[1:] if line.strip()), detail[0]
-                      if detail else type(exc).__name__)
+                      if detail else type(exc).__name__).rstrip(".")
         raise ConfigError(
             f"the weights in {source} do not fit this network ({model.in_channels} input "
             f"channel(s), n_channels={config.n_channels}, n_conv={config.n_conv}): "
