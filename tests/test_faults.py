@@ -191,3 +191,25 @@ def test_non_image_files_in_an_input_folder_are_not_images(tmp_path, capsys):
     assert main(["segment", str(folder), "-o", str(out), "--n-channels", "8", "--max-iter",
                  "2", "--device", "cpu", "-q"]) == 0
     assert "1 segmented, 0 skipped (outputs exist), 0 failed" in capsys.readouterr().out
+
+
+# -- outputs ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [["--workers", "0"], ["--threads", "0"], ["--device", "cuda"],
+                                 ["--device", "tpu"]])
+def test_bad_run_options_write_nothing_and_the_corrected_rerun_works(bad, tmp_path, capsys):
+    import imageio.v3 as iio
+
+    if bad == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the option is valid here")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for s in range(2):
+        iio.imwrite(folder / f"i{s}.png", noisy_regions((20, 20), seed=s)[0])
+    out = tmp_path / "out"
+    common = ["segment", str(folder), "-o", str(out), "--n-channels", "8", "--max-iter", "2",
+              "-q"]
+    assert main([*common, *bad]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    assert not (out / "config.toml").exists() and not (out / "run.json").exists()
+    assert main([*common, "--device", "cpu"]) == 0

@@ -72,6 +72,19 @@ def _summary(results, started: float, outdir: Path) -> int:
 
 
 def _runtime(args: argparse.Namespace, command: str, images: list[Path]) -> dict[str, Any]:
+    """The run record of ``run.json``, once the run options are known to be valid.
+
+    Checked here, before anything is written: the device exists, the precision is known,
+    and the worker and thread counts are positive (a corrected rerun into the same folder
+    must not meet a record of a run that never started).
+    """
+    from napari_kanezaki.core.devices import resolve_device, resolve_precision
+
+    resolve_precision(args.precision, resolve_device(args.device))  # ValueError: exit 2
+    for option in ("workers", "threads"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise CLIError(f"--{option} must be at least 1, got {value}.")
     record = {"command": command, "seed": getattr(args, "seed", None), "device": args.device,
               "precision": args.precision, "channel_axis": args.channel_axis,
               "inputs": [str(p) for p in images]}
