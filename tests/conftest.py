@@ -10,6 +10,14 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _own_settings_folder(tmp_path_factory, monkeypatch):
+    """Every test remembers panel settings in a folder of its own, never in the user's."""
+    folder = tmp_path_factory.mktemp("settings")
+    monkeypatch.setenv("NAPARI_KANEZAKI_CONFIG_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The development evaluation data beside the project; skips the test when absent."""

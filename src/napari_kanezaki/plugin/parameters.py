@@ -8,6 +8,9 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,20 @@ def setting_widget(setting: Setting, value: Any) -> Widget:
     return widget
 
 
+def last_settings_file() -> Path:
+    """Where the panels remember their last settings.
+
+    ``$NAPARI_KANEZAKI_CONFIG_DIR/last-settings.json`` when that variable is set, otherwise
+    in the user's configuration folder (`platformdirs.user_config_dir`).
+    """
+    root = os.environ.get("NAPARI_KANEZAKI_CONFIG_DIR")
+    if not root:
+        from platformdirs import user_config_dir
+
+        root = user_config_dir("napari-kanezaki")
+    return Path(root) / "last-settings.json"
+
+
 def _device_choices(_widget: ComboBox) -> list[str]:
     """``"auto"`` and the devices PyTorch can use here (imports torch on first call)."""
     from napari_kanezaki.core.devices import available_devices
@@ -93,13 +110,19 @@ def _device_choices(_widget: ComboBox) -> list[str]:
 class ParameterPanel(Container):
     """Method, hyper-parameters (paper defaults), seed, device and an advanced section.
 
+    The last settings used are restored when a panel opens (from `last_settings_file`),
+    and every change is remembered there; *Restore defaults* returns to the interactive
+    preset.
+
     Parameters
     ----------
     method : {"st", "sp"}
-        Initial method.
+        Initial method (a remembered one takes precedence).
+    remember : bool
+        Restore and remember the last settings.
     """
 
-    def __init__(self, method: str = "st") -> None:
+    def __init__(self, method: str = "st", remember: bool = True) -> None:
         defaults = {**load_preset(DEFAULT_PRESET, "st").to_dict(),
                     **load_preset(DEFAULT_PRESET, "sp").to_dict()}
         self.fields: dict[str, Widget] = {
@@ -138,6 +161,10 @@ class ParameterPanel(Container):
         self.advanced = Container(widgets=[*advanced, self.precision, self.preview_every])
         load = PushButton(name="load_settings", text="Load settings…")
         save = PushButton(name="save_settings", text="Save settings…")
+        defaults_button = PushButton(
+            name="restore_defaults", text="Restore defaults",
+            tooltip="Back to the interactive preset, seed 0, automatic device and precision",
+        )
         for group in (self.st_group, self.slic_group, self.felzenszwalb_group, self.sp_group,
                       self.advanced):
             group.margins = (0, 0, 0, 0)
@@ -152,7 +179,8 @@ class ParameterPanel(Container):
                 self.device,
                 self.show_advanced,
                 self.advanced,
-                Container(widgets=[load, save], layout="horizontal", labels=False),
+                Container(widgets=[load, save, defaults_button], layout="horizontal",
+                          labels=False),
             ]
         )
         self.margins = (0, 0, 0, 0)
@@ -162,7 +190,13 @@ class ParameterPanel(Container):
         self.show_advanced.changed.connect(self._update_visibility)
         load.changed.connect(self._ask_load)
         save.changed.connect(self._ask_save)
+        defaults_button.changed.connect(self.restore_defaults)
         self._update_visibility()
+        self._remembering = False
+        if remember:
+            self._restore_last()
+            self.changed.connect(self._remember)
+            self._remembering = True
 
     # -- values -----------------------------------------------------------------------------
     def config(self) -> Config:
@@ -202,6 +236,56 @@ class ParameterPanel(Container):
             "device": self.device.value,
             "precision": self.precision.value,
         }
+
+    # -- defaults and the last settings -----------------------------------------------------
+    def restore_defaults(self) -> None:
+        """Back to the interactive preset of the current method, seed 0, automatic device."""
+        self.preset.value = DEFAULT_PRESET
+        self.set_config(load_preset(DEFAULT_PRESET, self.method.value))
+        self.seed.value = 0
+        self.device.value = "auto"
+        self.precision.value = "auto"
+        self.preview_every.value = 10
+
+    def _state(self) -> dict[str, Any]:
+        return {"config": self.config().to_dict(), "preset": self.preset.value,
+                "seed": int(self.seed.value), "precision": self.precision.value,
+                "preview_every": int(self.preview_every.value)}
+
+    def _remember(self, *_args: Any) -> None:
+        """Write the current settings to `last_settings_file` (never fails the panel)."""
+        if not self._remembering:
+            return
+        try:
+            state = self._state()
+        except ConfigError:  # an inconsistent moment while editing: keep the last good one
+            return
+        path = last_settings_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial_file = path.with_name(path.name + ".partial")
+            partial_file.write_text(json.dumps(state, indent=1), encoding="utf-8")
+            partial_file.replace(path)
+        except OSError:  # a read-only home: settings are simply not remembered
+            pass
+
+    def _restore_last(self) -> None:
+        """Show the remembered settings; anything unreadable leaves the defaults."""
+        try:
+            state = json.loads(last_settings_file().read_text(encoding="utf-8"))
+            values = dict(state["config"])
+            config = config_for_method(values.get("method", "")).from_dict(values)
+            self.set_config(config)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return  # no file yet, or one this version cannot read
+        with contextlib.suppress(Exception):  # each optional value on its own
+            self.preset.value = state["preset"]
+        with contextlib.suppress(Exception):
+            self.seed.value = int(state["seed"])
+        with contextlib.suppress(Exception):
+            self.precision.value = state["precision"]
+        with contextlib.suppress(Exception):
+            self.preview_every.value = int(state["preview_every"])
 
     # -- files ------------------------------------------------------------------------------
     def load_file(self, path: str | Path) -> Config:

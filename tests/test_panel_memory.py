@@ -1,0 +1,41 @@
+"""The parameter panel remembers the last settings and restores the defaults on request."""
+
+from __future__ import annotations
+
+import json
+
+from napari_kanezaki import SPConfig, STConfig
+from napari_kanezaki.plugin.parameters import ParameterPanel, last_settings_file
+
+
+def test_last_settings_come_back_in_a_new_panel(qtbot, _own_settings_folder):
+    first = ParameterPanel()
+    first.method.value = "sp"
+    first.fields["n_channels"].value = 42
+    first.fields["n_segments"].value = 777
+    first.seed.value = 5
+    first.precision.value = "fp32"
+    assert last_settings_file().parent == _own_settings_folder
+    second = ParameterPanel()
+    assert second.config() == SPConfig(n_channels=42, n_segments=777, plateau_iter=20)
+    assert (second.seed.value, second.precision.value) == (5, "fp32")
+    second.restore_defaults()
+    assert second.config() == SPConfig(plateau_iter=20, n_segments=0)  # interactive preset
+    assert (second.seed.value, second.precision.value, second.device.value) == (0, "auto",
+                                                                                 "auto")
+    assert ParameterPanel().config() == second.config()  # the restored defaults are kept
+
+
+def test_unreadable_or_foreign_state_starts_from_the_defaults(qtbot):
+    path = last_settings_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for text in ("not json", json.dumps({"config": {"method": "st", "n_channels": -3}}),
+                 json.dumps([1, 2]), json.dumps({"config": {"method": "xx"}})):
+        path.write_text(text, encoding="utf-8")
+        assert ParameterPanel().config() == STConfig(plateau_iter=20)
+
+
+def test_a_panel_that_does_not_remember_leaves_the_file_alone(qtbot):
+    panel = ParameterPanel(remember=False)
+    panel.fields["n_channels"].value = 33
+    assert not last_settings_file().exists()
