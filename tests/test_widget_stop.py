@@ -166,3 +166,21 @@ def test_activity_dock_cancel_acts_like_stop(widget, viewer, qtbot, errors):
     assert controls.result.stopped
     np.testing.assert_array_equal(output.data, controls.result.segmenter.predict(image))
     assert not errors
+
+
+def test_a_refused_run_leaves_no_layer(widget, viewer, qtbot, errors):
+    from napari_kanezaki.imaging.samples import noisy_regions
+
+    viewer.add_image(noisy_regions((200, 200), seed=0)[0], name="img", rgb=True)
+    widget.params.method.value = "st"
+    widget.params.device.value = "cpu"
+    widget.params.fields["max_iter"].value = 500
+    widget.params.fields["plateau_iter"].value = 0
+    widget.controls.run_button.changed.emit()
+    assert widget.controls.running
+    names = [layer.name for layer in viewer.layers]
+    widget._on_run()  # a second run while the first goes on: refused
+    assert errors and "already in progress" in errors[-1]
+    assert [layer.name for layer in viewer.layers] == names
+    widget.controls.stop()
+    qtbot.waitUntil(lambda: not widget.controls.running, timeout=5_000)

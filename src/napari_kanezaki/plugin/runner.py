@@ -219,11 +219,15 @@ class RunControls(Container):
             A generator function of `_jobs` (or a `functools.partial` of one) taking the
             stop event (a `jobs.StopRequest`) as its last argument.
         outputs : mapping
-            Update key -> Labels layer that receives the label images of that key.
+            Update key -> Labels layer that receives the label images of that key; removed
+            from the viewer when the run is refused because another is going.
         description : str
             Initial text of the progress bar.
         """
-        if self.running:
+        if self.running:  # refused: the caller's fresh output layers go again
+            for layer in outputs.values():
+                if layer in self._viewer.layers:
+                    self._viewer.layers.remove(layer)
             raise RuntimeError("a run is already in progress; stop it first.")
         run = _Run(outputs)
         run.bar = _CancelableProgress(
