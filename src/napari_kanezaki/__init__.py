@@ -26,6 +26,7 @@ _EXPORTS = {
     "TrainingState": "core.segmenter",
     "segment": "workflows.api",
     "available_devices": "core.devices",
+    "to_objects": "imaging.objects",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.config import ConfigError, SPConfig, STConfig, load_config
     from .core.devices import available_devices
     from .imaging.images import ImageError, NormalizedImage
+    from .imaging.objects import to_objects
     from .imaging.sources import ImageSource
     from .workflows.stacks import STACK_MODES, SegmentationResult, segment_iter
     from .core.segmenter import Segmenter, TrainingState

@@ -88,7 +88,8 @@ def _runtime(args: argparse.Namespace, command: str, images: list[Path]) -> dict
     record = {"command": command, "seed": getattr(args, "seed", None), "device": args.device,
               "precision": args.precision, "channel_axis": args.channel_axis,
               "inputs": [str(p) for p in images]}
-    for key in ("stack_mode", "spacing", "memory_budget", "tile_shape", "zarr"):
+    for key in ("stack_mode", "spacing", "memory_budget", "tile_shape", "zarr", "objects",
+                "background", "min_object_size"):
         if hasattr(args, key):
             record[key] = getattr(args, key)
     return record

@@ -23,6 +23,7 @@ from napari_kanezaki.cli.parser import (
     build_config,
 )
 from napari_kanezaki.cli.records import _runtime, _summary, write_run_files
+from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
 
 __all__ = ["register", "run"]
 
@@ -40,9 +41,40 @@ def register(sub) -> argparse.ArgumentParser:
     _config_options(p)
     _runtime_options(p)
     _stack_options(p)
+    _object_options(p)
     _batch_options(p)
     p.set_defaults(handler=run)
     return p
+
+
+def _object_options(p: argparse.ArgumentParser) -> None:
+    """``--objects``, ``--background`` and ``--min-object-size``."""
+    group = p.add_argument_group(
+        "objects (cells, nuclei)",
+        "--objects also writes <stem>_objects.tif (lossless int32): every class but the "
+        "background is foreground (the classes merged), one object per connected region, "
+        "touching ones split by a watershed on the distance transform; 0 = background, "
+        "objects 1..N. 2-D per plane, 3-D per volume with --stack-mode 3d (using "
+        "--spacing). The background is --background, else the class painted with scribble "
+        "label 1, else the class covering most of the image border.",
+    )
+    group.add_argument("--objects", action="store_true",
+                       help="also write the objects as <stem>_objects.tif (not with --zarr; "
+                       "default: classes only)")
+    group.add_argument("--background", type=int, nargs="+", default=None, metavar="ID",
+                       help="background class id(s) of --objects, e.g. the background and a "
+                       "membrane class (default: the class painted with scribble label 1, "
+                       "else the class covering most of the image border)")
+    group.add_argument("--min-object-size", type=_positive_int, default=DEFAULT_MIN_SIZE,
+                       metavar="N", help="smallest object of --objects, in pixels (2-D) or "
+                       "voxels (3-D)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}.")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--scribbles needs the ST method (--method st).")
     _check_outdir(args.output, images)
     _check_stack_inputs(args, config, images)
+    _check_object_options(args)
     write_run_files(args.output, config, _runtime(args, "segment", images), args.overwrite)
     jobs = [
         Job(name=img.stem, image=img, outdir=args.output, config=config.to_dict(),
@@ -70,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
             spacing=None if args.spacing is None else tuple(args.spacing),
             memory_budget=args.memory_budget,
             tile_shape=None if args.tile_shape is None else tuple(args.tile_shape),
-            zarr=args.zarr)
+            zarr=args.zarr, objects=args.objects,
+            background=None if args.background is None else tuple(args.background),
+            min_object_size=args.min_object_size)
         for img in images
     ]
     started = time.perf_counter()
@@ -80,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
         results = run_jobs(jobs, scheduler=args.scheduler, workers=args.workers,
                            threads=args.threads, progress=not args.quiet)
     return _summary(results, started, args.output)
+
+
+def _check_object_options(args: argparse.Namespace) -> None:
+    if args.objects and args.zarr:
+        raise CLIError("--objects writes a TIFF beside TIFF labels; drop --zarr or --objects.")
+    if not args.objects and (args.background is not None
+                             or args.min_object_size != DEFAULT_MIN_SIZE):
+        raise CLIError("--background and --min-object-size need --objects.")
 
 
 def _single_with_progress(job, config, quiet: bool):

@@ -7,6 +7,9 @@ Three modes, each a job of `_jobs`:
   then applied to every selected layer without retraining;
 - ``"saved"``: a model file written by `Segmenter.save` applied to every selected layer.
 
+With "objects" checked (any mode), each layer also gets ``"<image> objects"``, the objects of
+its final labels (`segment_widget.with_objects`).
+
 Importing this module does not import torch.
 """
 
@@ -25,6 +28,7 @@ from napari_kanezaki.plugin.jobs import apply_saved, fit_and_apply, segment_each
 from napari_kanezaki.plugin.notify import report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
 from napari_kanezaki.plugin.runner import RunControls, add_output_layer, layer_image
+from napari_kanezaki.plugin.segment_widget import ObjectControls, with_objects
 
 if TYPE_CHECKING:
     import napari
@@ -41,7 +45,9 @@ MODES = (
 class BatchWidget(Container):
     """Segment several Image layers: per layer, from reference layers, or with a saved model.
 
-    Each selected layer gets its own ``"<image> segmentation"`` Labels layer. Stop ends the
+    Each selected layer gets its own ``"<image> segmentation"`` Labels layer, and with
+    "objects" checked an ``"<image> objects"`` layer (instance labels of its final labels,
+    the background being the class covering most of the image border). Stop ends the
     batch between or within layers; finished layers keep their results.
 
     Parameters
@@ -61,6 +67,7 @@ class BatchWidget(Container):
             name="model_file", label="model file", mode="r", filter="*.pt"
         )
         self.params = ParameterPanel()
+        self.objects = ObjectControls()
         self.controls = RunControls(napari_viewer, self._on_run)
         super().__init__(
             widgets=[
@@ -69,6 +76,7 @@ class BatchWidget(Container):
                 self.references,
                 self.model_file,
                 self.params,
+                self.objects,
                 self.controls,
             ]
         )
@@ -84,6 +92,7 @@ class BatchWidget(Container):
         mode: str = "each",
         references: Sequence[Image] = (),
         model_file: str | Path | None = None,
+        objects: bool | None = None,
     ) -> list[Labels]:
         """Start segmenting several layers in the background.
 
@@ -98,11 +107,14 @@ class BatchWidget(Container):
             Training layers of the ``"reference"`` mode.
         model_file : str or Path, optional
             Model of the ``"saved"`` mode.
+        objects : bool, optional
+            Also add an ``"<image> objects"`` layer per image (default: the "objects"
+            checkbox; the smallest size is the widget's "min object size").
 
         Returns
         -------
         list of napari.layers.Labels
-            The output layers, in the order of `images`.
+            The class labels' output layers, in the order of `images`.
         """
         if not images:
             raise ImageError("select at least one Image layer to segment.")
@@ -130,8 +142,18 @@ class BatchWidget(Container):
         else:
             raise ValueError(f"unknown mode {mode!r}; choose 'each', 'reference' or 'saved'.")
         outputs = {layer.name: add_output_layer(self._viewer, layer) for layer in images}
+        labels = list(outputs.values())
+        if self.objects.wanted if objects is None else objects:
+            targets = {}
+            for layer in images:
+                key = (layer.name, "objects")
+                outputs[key] = add_output_layer(self._viewer, layer, suffix="objects")
+                spacing = tuple(float(s) for s in layer.scale[-2:])
+                targets[layer.name] = (key, {"min_size": int(self.objects.min_size.value),
+                                             "spacing": spacing, "ndim": 2})
+            job = partial(with_objects, job, targets)
         self.controls.start(job, outputs, f"batch of {len(images)} layer(s): starting")
-        return list(outputs.values())
+        return labels
 
     def _on_run(self) -> None:
         with report_errors():

@@ -4,22 +4,26 @@ A thin magicgui `Container` over the core: it collects an image, optional extra 
 layers (e.g. the layers napari makes of a multichannel file opened with ``channel_axis``),
 an optional scribble Labels layer and the settings of a `ParameterPanel`, and runs
 `_jobs.segment_each` (or `_jobs.segment_stack`) in a thread worker through `RunControls`.
+With "objects" on, the job is wrapped by `with_objects`, which turns the final class labels
+into instance labels (`imaging.objects.to_objects`) for a second Labels layer.
 Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, PushButton, Select
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Select, SpinBox
 from napari.layers import Image, Labels
 
 from napari_kanezaki.imaging.images import ImageError, NormalizedImage, to_network_input
+from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
 from napari_kanezaki.imaging.tiles import default_memory_budget, fits_budget
-from napari_kanezaki.plugin.jobs import segment_each, segment_stack
+from napari_kanezaki.plugin.jobs import Job, Update, segment_each, segment_stack
 from napari_kanezaki.plugin.notify import report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
 from napari_kanezaki.plugin.runner import (
@@ -34,7 +38,13 @@ from napari_kanezaki.plugin.runner import (
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentWidget", "STACK_CHOICES", "combine_channels"]
+__all__ = [
+    "SegmentWidget",
+    "STACK_CHOICES",
+    "ObjectControls",
+    "combine_channels",
+    "with_objects",
+]
 
 #: Stack modes offered for layers with more than two spatial axes (see `stacks`).
 STACK_CHOICES = [
@@ -44,12 +54,53 @@ STACK_CHOICES = [
 ]
 
 
+class ObjectControls(Container):
+    """The "objects" checkbox and the smallest object size (also used by the batch widget)."""
+
+    def __init__(self) -> None:
+        self.enabled_box = CheckBox(
+            name="objects",
+            text="objects (cells, nuclei)",
+            value=False,
+            tooltip="Also add '<image> objects': every class but the background is "
+            "foreground (the classes merged), one object per connected region, touching ones "
+            "split by a watershed on the distance transform, numbered 1..N. Background: the "
+            "class painted with scribble label 1, else the class covering most of the image "
+            "border",
+        )
+        self.min_size = SpinBox(
+            name="min_object_size",
+            label="min object size",
+            min=1,
+            max=10**9,
+            value=DEFAULT_MIN_SIZE,
+            tooltip="Smaller objects are removed: pixels (2-D) or voxels (3-D)",
+        )
+        super().__init__(widgets=[self.enabled_box, self.min_size], labels=True)
+        self.margins = (0, 0, 0, 0)
+        self.enabled_box.changed.connect(self._update_visibility)
+        self._update_visibility()
+
+    @property
+    def wanted(self) -> bool:
+        """True when objects are asked for."""
+        return bool(self.enabled_box.value)
+
+    def _update_visibility(self, *_args) -> None:
+        self.min_size.visible = self.wanted
+
+
 class SegmentWidget(Container):
     """Unsupervised segmentation of one image (SP or ST method), with optional scribbles.
 
     The result appears at once as a Labels layer ``"<image> segmentation"`` with the
     image's scale and translate, is refreshed during training, and finally holds
     ``Segmenter.predict(image)``. Input layers are never modified.
+
+    With "objects" checked, a second Labels layer ``"<image> objects"`` (same scale and
+    translate) receives the objects of the final labels (`imaging.objects.to_objects`:
+    2-D per plane, 3-D per volume in ``3d`` mode; the background is the class painted with
+    scribble label 1, else the class covering most of the image border).
 
     "extra channels" offers the other Image layers of the selected image's spatial shape
     (only those); the selected ones are stacked with the image as channels (image first,
@@ -87,6 +138,7 @@ class SegmentWidget(Container):
             tooltip="Only for stacks and volumes: how planes are segmented",
         )
         self.params = ParameterPanel()
+        self.objects = ObjectControls()
         self.controls = RunControls(napari_viewer, self._on_run)
         super().__init__(
             widgets=[
@@ -96,6 +148,7 @@ class SegmentWidget(Container):
                 self.scribbles,
                 new_scribbles,
                 self.params,
+                self.objects,
                 self.controls,
             ]
         )
@@ -173,6 +226,7 @@ class SegmentWidget(Container):
         scribbles: Labels | None = None,
         stack_mode: str | None = None,
         channels: Sequence[Image] = (),
+        objects: bool | None = None,
     ) -> Labels:
         """Start segmenting `image` with the panel's settings in the background.
 
@@ -189,11 +243,15 @@ class SegmentWidget(Container):
         channels : sequence of napari.layers.Image
             Extra Image layers of the image's spatial shape, stacked with it as channels
             (see `combine_channels`; their data is copied, the layers are not modified).
+        objects : bool, optional
+            Also add ``"<image> objects"`` with the objects of the final labels (default:
+            the "objects" checkbox; the smallest size is the widget's "min object size").
 
         Returns
         -------
         napari.layers.Labels
-            The output layer, already in the viewer; it fills as training proceeds.
+            The class labels' output layer, already in the viewer; it fills as training
+            proceeds.
 
         Raises
         ------
@@ -215,12 +273,12 @@ class SegmentWidget(Container):
         runtime = self.params.runtime()
         preview_every = self.params.preview_every.value
         ndim = spatial_ndim(image)
+        mode = None
         # Over the memory budget a 2-D image takes random crops and tiles, as segment()
         # and the CLI do with it; stacks and volumes go the same way with a stack mode.
         over_budget = ndim == 2 and not fits_budget(spatial_shape(image), config.n_channels,
                                                     default_memory_budget())
         if ndim > 2 or over_budget:
-            mode = None
             if ndim > 2:
                 mode = stack_mode if stack_mode is not None else self.stack_mode.value
             spacing = tuple(float(s) for s in image.scale[-ndim:]) if mode == "3d" else None
@@ -245,9 +303,20 @@ class SegmentWidget(Container):
             )
             images = {image.name: (data, scribble_data)}
             job = partial(segment_each, images, config, runtime, preview_every=preview_every)
-        output = add_output_layer(self._viewer, image)
-        self.controls.start(job, {image.name: output}, f"{image.name}: starting")
-        return output
+        outputs = {image.name: add_output_layer(self._viewer, image)}
+        if self.objects.wanted if objects is None else objects:
+            object_ndim = 3 if mode == "3d" else 2
+            options = {
+                "scribbles": scribble_data,
+                "min_size": int(self.objects.min_size.value),
+                "spacing": tuple(float(s) for s in image.scale[-object_ndim:]),
+                "ndim": object_ndim,
+            }
+            key = (image.name, "objects")
+            job = partial(with_objects, job, {image.name: (key, options)})
+            outputs[key] = add_output_layer(self._viewer, image, suffix="objects")
+        self.controls.start(job, outputs, f"{image.name}: starting")
+        return outputs[image.name]
 
     def _on_run(self) -> None:
         with report_errors():
@@ -267,6 +336,72 @@ class SegmentWidget(Container):
     def _on_new_scribbles(self) -> None:
         with report_errors():
             self.add_scribble_layer()
+
+
+def with_objects(
+    job: Callable[[threading.Event], Job],
+    objects: Mapping[Hashable, tuple[Hashable, Mapping[str, Any]]],
+    stop: threading.Event,
+) -> Job:
+    """Run ``job(stop)`` and follow the final labels of some outputs with their objects.
+
+    Every update of the job is passed on. When an output's labels are final (the job moves
+    on to another output, or ends), an `Update` for its objects key follows with
+    ``to_objects(labels, **options)``. Nothing follows an abandoned stop (see
+    `jobs.StopRequest`): nobody waits for the result.
+
+    Parameters
+    ----------
+    job : callable
+        A job of `plugin.jobs` taking the stop event (e.g. a `functools.partial`).
+    objects : mapping
+        Output key -> (objects key, keyword arguments of `imaging.objects.to_objects`).
+    stop : threading.Event
+        The run's stop event, passed to `job`.
+
+    Yields
+    ------
+    Update
+
+    Returns
+    -------
+    JobResult
+        The job's.
+    """
+    generator = job(stop)
+    final: dict[Hashable, Update] = {}
+    try:
+        while True:
+            try:
+                update = next(generator)
+            except StopIteration as done:
+                result = done.value
+                break
+            if update.key is not None:
+                for key in [k for k in final if k != update.key]:
+                    yield from _objects_update(final.pop(key), objects[key], stop)
+            if update.key in objects and update.labels is not None:
+                final[update.key] = update
+            yield update
+        for key in list(final):
+            yield from _objects_update(final.pop(key), objects[key], stop)
+    finally:
+        generator.close()
+    return result
+
+
+def _objects_update(
+    update: Update, target: tuple[Hashable, Mapping[str, Any]], stop: threading.Event
+) -> Iterator[Update]:
+    """The `Update` of the objects of `update`'s labels (none after an abandoned stop)."""
+    if getattr(stop, "abandoned", False):
+        return
+    from napari_kanezaki.imaging.objects import to_objects
+
+    key, options = target
+    found = to_objects(np.asarray(update.labels), **options)
+    text = f"{update.key}: {int(found.max())} objects"
+    yield Update(update.step, update.total, text, key, found)
 
 
 def combine_channels(image: Image, layers: Sequence[Image]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,9 @@ from napari_kanezaki.core.config import Config, ConfigError, config_for_method
 __all__ = ["segment"]
 
 _RUNTIME_OPTIONS = ("seed", "device", "precision", "channel_axis")
+
+#: Keys of `segment`'s ``object_options`` (keyword arguments of `imaging.objects.to_objects`).
+OBJECT_OPTIONS = ("background", "per_class", "min_size", "split_touching", "min_distance")
 
 
 def segment(
@@ -28,6 +31,8 @@ def segment(
     tile_shape: Sequence[int] | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
+    objects: bool = False,
+    object_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Any:
     """Segment an image without labels: train a fresh network on it and return its labels.
@@ -69,6 +74,20 @@ def segment(
         Write the labels to a new zarr store here and return the zarr array.
     overwrite : bool
         Allow replacing an existing `out`.
+    objects : bool
+        Return objects (instance labels: cells, nuclei) instead of the classes: the class
+        labels are turned into objects by `imaging.objects.to_objects` (foreground = every
+        class but the background, its connected components, touching objects split
+        by a watershed on the distance transform, small ones removed). The background is
+        ``object_options["background"]``, else the class painted with scribble label 1, else
+        the class covering most of the image border. Objects are 2-D per plane, 3-D per
+        volume with ``stack_mode="3d"`` (`spacing` is used); ids are unique over the array.
+        Not with `out`.
+    object_options : mapping, optional
+        With `objects`: ``background`` (class id or ids), ``per_class`` (default False:
+        the foreground classes are merged), ``min_size`` (pixels/voxels, default 20),
+        ``split_touching`` (default True), ``min_distance`` (between object centres, in
+        pixels of the finest axis, default 5); see `to_objects`.
     **options
         Any configuration field by name (e.g. ``max_iter=200``, ``n_segments=4000``),
         plus ``seed`` (default 0), ``device`` (default ``"auto"``), ``precision``
@@ -79,11 +98,69 @@ def segment(
     numpy.ndarray or zarr.Array
         int32 labels 1..K of the image's spatial shape, largest segment first (numbered
         per plane with ``stack_mode="independent"``); a zarr array when `out` is given.
+        With ``objects=True``: int32 objects instead, 0 = background, 1..N numbered in
+        raster order of their first pixel.
 
     Examples
     --------
     >>> labels = segment(image, method="sp", max_iter=200, seed=1)
+    >>> cells = segment(image, method="sp", objects=True, object_options={"min_size": 50})
     """
+    object_options = _check_objects(objects, object_options, out)
+    labels = _segment(image, method, scribbles, config, stack_mode=stack_mode,
+                      spacing=spacing, rgb=rgb, memory_budget=memory_budget,
+                      tile_shape=tile_shape, out=out, overwrite=overwrite, **options)
+    if not objects:
+        return labels
+    from napari_kanezaki.imaging.objects import to_objects
+
+    ndim = 3 if stack_mode == "3d" else 2
+    return to_objects(
+        labels,
+        scribbles=scribbles,
+        spacing=None if spacing is None else tuple(spacing)[-ndim:],
+        ndim=ndim,
+        **object_options,
+    )
+
+
+def _check_objects(
+    objects: bool, object_options: Mapping[str, Any] | None, out: Any
+) -> dict[str, Any]:
+    """The keyword arguments of `to_objects` (checked before any training)."""
+    options = dict(object_options or {})
+    if options and not objects:
+        raise ValueError("object_options is given but objects=False; pass objects=True.")
+    if objects and out is not None:
+        raise ValueError(
+            "objects=True returns the objects in memory and cannot be combined with out; "
+            "segment to out, then call imaging.objects.to_objects on the labels."
+        )
+    unknown = sorted(set(options) - set(OBJECT_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown object option(s) {', '.join(unknown)}; valid keys are: "
+            f"{', '.join(OBJECT_OPTIONS)}."
+        )
+    return options
+
+
+def _segment(
+    image: np.ndarray,
+    method: str,
+    scribbles: np.ndarray | None,
+    config: Config | None,
+    *,
+    stack_mode: str | None,
+    spacing: Sequence[float] | None,
+    rgb: bool | None,
+    memory_budget: int | None,
+    tile_shape: Sequence[int] | None,
+    out: str | Path | None,
+    overwrite: bool,
+    **options: Any,
+) -> Any:
+    """The class labels of `segment`."""
     from napari_kanezaki.core.segmenter import Segmenter
 
     config_class = config_for_method(method)

@@ -5,6 +5,8 @@ dask.distributed worker. `run_job` never raises: a failing or unreadable image b
 ``"failed"`` `JobResult` and the other jobs go on. 2-D images go through
 `processing.process_image`; stacks and volumes (a `Job` with ``stack_mode``) and large
 images (``memory_budget``, ``tile_shape`` or ``zarr``) through `processing.process_stack`.
+A `Job` with ``objects`` also writes ``<stem>_objects.tif`` (instance labels, see
+`imaging.objects.to_objects`) before the labels.
 
 Importing this module imports neither torch nor dask (they load when a job runs).
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
 from napari_kanezaki.workflows.outputs import OutputPaths, output_paths
 from napari_kanezaki.workflows.processing import process_image, process_stack
 
@@ -71,6 +74,15 @@ class Job:
         Force tiled prediction with tiles of this size (one entry per network axis).
     zarr : bool
         Write the labels as a zarr store ``<stem>_labels.zarr`` instead of a TIFF.
+    objects : bool
+        Also write the objects (cells, nuclei: instance labels of `to_objects`) as the
+        lossless int32 TIFF ``<stem>_objects.tif`` (not with `zarr`). The background is
+        `background`, else the class painted with scribble label 1, else the class covering
+        most of the image border.
+    background : tuple of int, optional
+        Background class id(s) of the objects.
+    min_object_size : int
+        Smallest object kept, in pixels (2-D) or voxels (3-D).
     """
 
     name: str
@@ -92,6 +104,9 @@ class Job:
     memory_budget: int | None = None
     tile_shape: tuple[int, ...] | None = None
     zarr: bool = False
+    objects: bool = False
+    background: tuple[int, ...] | None = None
+    min_object_size: int = DEFAULT_MIN_SIZE
 
     @property
     def uses_engine(self) -> bool:
@@ -108,7 +123,18 @@ class Job:
     def outputs(self) -> OutputPaths:
         """Output paths of this job."""
         model = self.save_model and self.model is None and self.stack_mode != "independent"
-        return output_paths(self.outdir, self.name, model=model, zarr=self.zarr)
+        return output_paths(self.outdir, self.name, model=model, zarr=self.zarr,
+                            objects=self.objects)
+
+    @property
+    def object_options(self) -> dict[str, Any] | None:
+        """Keyword arguments of `to_objects` (None without `objects`)."""
+        if not self.objects:
+            return None
+        options: dict[str, Any] = {"min_size": self.min_object_size}
+        if self.background is not None:
+            options["background"] = self.background
+        return options
 
 
 @dataclass(frozen=True)
@@ -168,6 +194,7 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
                 channel_axis=job.channel_axis,
                 overwrite=job.overwrite,
                 progress=progress,
+                object_options=job.object_options,
             )
             n_labels = _count_labels(labels)
             return JobResult(job.name, "done", "", n_labels, time.perf_counter() - start)
@@ -184,6 +211,7 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
             overwrite=job.overwrite,
             model=job.model,
             progress=progress,
+            object_options=job.object_options,
         )
     except Exception as exc:  # one bad image must not stop the batch
         message = f"{type(exc).__name__}: {exc}"

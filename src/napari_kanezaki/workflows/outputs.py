@@ -2,9 +2,10 @@
 and what the overlay shows.
 
 `output_paths` names the results of one image ``<stem>_labels.tif`` (or a zarr store
-``<stem>_labels.zarr``), ``<stem>_overlay.png`` and ``<stem>_model.pt``. Writers write
-each one under `partial_path` first and rename it at the end, so a half-written file
-never has a final name.
+``<stem>_labels.zarr``), ``<stem>_overlay.png``, ``<stem>_model.pt`` and, when objects
+are asked for, ``<stem>_objects.tif`` (instance labels, see `imaging.objects`). Writers
+write each one under `partial_path` first and rename it at the end, the labels last, so a
+half-written file never has a final name and the labels mark a complete job.
 
 Importing this module imports neither torch nor dask.
 """
@@ -34,19 +35,27 @@ class OutputPaths:
     labels: Path
     overlay: Path
     model: Path | None
+    objects: Path | None = None
 
     def all(self) -> list[Path]:
-        """Every output path (the model's only when one is written)."""
-        return [p for p in (self.model, self.overlay, self.labels) if p is not None]
+        """Every output path (the model's and the objects' only when they are written)."""
+        return [p for p in (self.model, self.overlay, self.objects, self.labels)
+                if p is not None]
 
 
 def output_paths(
-    outdir: str | Path, stem: str, *, model: bool = True, zarr: bool = False
+    outdir: str | Path,
+    stem: str,
+    *,
+    model: bool = True,
+    zarr: bool = False,
+    objects: bool = False,
 ) -> OutputPaths:
     """``<stem>_labels.tif``, ``<stem>_overlay.png``, ``<stem>_model.pt`` in `outdir`.
 
     An empty `stem` gives the bare names ``labels.tif``, ``overlay.png``, ``model.pt``;
-    `zarr` makes the labels a zarr store ``<stem>_labels.zarr``.
+    `zarr` makes the labels a zarr store ``<stem>_labels.zarr``; `objects` adds
+    ``<stem>_objects.tif`` (int32 instance labels).
     """
     outdir = Path(outdir)
     prefix = f"{stem}_" if stem else ""
@@ -54,6 +63,7 @@ def output_paths(
         labels=outdir / f"{prefix}labels.{'zarr' if zarr else 'tif'}",
         overlay=outdir / f"{prefix}overlay.png",
         model=outdir / f"{prefix}model.pt" if model else None,
+        objects=outdir / f"{prefix}objects.tif" if objects else None,
     )
 
 

@@ -8,6 +8,10 @@ budget; it applies the 2-D preprocessing plane by plane (`planes.preprocess_plan
 writes the labels as a TIFF or as a zarr store ``<stem>_labels.zarr``, and the overlay of
 the middle plane.
 
+With ``outputs.objects`` set, both also write the objects (instance labels of
+`imaging.objects.to_objects`, 2-D per plane or 3-D per volume in ``3d`` mode) as the
+lossless int32 TIFF ``<stem>_objects.tif``.
+
 Outputs are written under temporary names (`outputs.partial_path`) and renamed at the end,
 the labels last, so an image whose label file exists is complete.
 
@@ -17,7 +21,7 @@ Importing this module imports neither torch nor dask (they load when an image is
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,7 @@ def process_image(
     overwrite: bool = False,
     model: str | Path | None = None,
     progress: Callable[[Any], None] | None = None,
+    object_options: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, Any]:
     """Segment one image array and write its outputs (labels TIFF, overlay PNG, model).
 
@@ -55,7 +60,8 @@ def process_image(
     image : numpy.ndarray
         The image (never modified).
     outputs : OutputPaths
-        Destinations; ``outputs.model`` None writes no model.
+        Destinations; ``outputs.model`` None writes no model, ``outputs.objects`` set
+        writes the objects.
     config : SPConfig or STConfig
         Settings (ignored when `model` is given).
     scribbles : numpy.ndarray, optional
@@ -69,6 +75,9 @@ def process_image(
         Predict with this model file instead of training.
     progress : callable, optional
         Called with every `TrainingState`.
+    object_options : mapping, optional
+        Keyword arguments of `to_objects` (``background``, ``min_size``, ...) for the
+        objects; the background rule also sees `scribbles`.
 
     Returns
     -------
@@ -79,13 +88,7 @@ def process_image(
     from napari_kanezaki.core.segmenter import Segmenter
     from napari_kanezaki.imaging.io import save_labels, save_overlay
 
-    if not overwrite:
-        existing = [str(p) for p in outputs.all() if p.exists()]
-        if existing:
-            raise FileExistsError(
-                f"{', '.join(existing)} already exist(s); pass --overwrite (overwrite=True) "
-                "or choose another output folder."
-            )
+    _refuse_existing(outputs, overwrite)
     if model is not None:
         segmenter = Segmenter.load(model, device=device, precision=precision)
     else:
@@ -103,6 +106,9 @@ def process_image(
         temporary.append((save_overlay(partial_path(outputs.overlay),
                                        display_image(image, channel_axis),
                                        labels, overwrite=True), outputs.overlay))
+        if outputs.objects is not None:
+            temporary.append((_save_objects(outputs.objects, labels, scribbles, 2, None,
+                                            object_options), outputs.objects))
         temporary.append((save_labels(partial_path(outputs.labels), labels, overwrite=True),
                           outputs.labels))
         for tmp, final in temporary:  # labels last: their presence marks a complete job
@@ -132,6 +138,7 @@ def process_stack(
     channel_axis: int | None = None,
     overwrite: bool = False,
     progress: Callable[[Any], None] | None = None,
+    object_options: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Segment a stack, volume or large image with `stacks.segment_iter` and write its outputs.
 
@@ -143,7 +150,8 @@ def process_stack(
     outputs : OutputPaths
         Destinations: labels ``.tif`` or ``.zarr`` (a zarr store, written region by
         region), the overlay PNG of the middle plane (every leading axis at its middle
-        index), and the model (None: none written).
+        index), the model (None: none written) and the objects TIFF (None: none written;
+        not with a zarr store).
     config : SPConfig or STConfig
         Settings. The 2-D preprocessing (``crop_bottom``, ``resize_multiple``, ``clahe``,
         ``median_blur``) is applied to every plane on its last two axes (see
@@ -160,6 +168,9 @@ def process_stack(
         before any work is done.
     progress : callable, optional
         Called with every `stacks.Progress` (step, total, text).
+    object_options : mapping, optional
+        Keyword arguments of `to_objects` for the objects: 3-D per volume (with the last
+        three entries of `spacing`) in ``3d`` mode, else 2-D per plane (the last two).
 
     Returns
     -------
@@ -184,23 +195,21 @@ def process_stack(
     from napari_kanezaki.imaging.tiles import create_output
     from napari_kanezaki.workflows.stacks import check_stack_mode, segment_iter
 
-    if not overwrite:
-        existing = [str(p) for p in outputs.all() if p.exists()]
-        if existing:
-            raise FileExistsError(
-                f"{', '.join(existing)} already exist(s); pass --overwrite (overwrite=True) "
-                "or choose another output folder."
-            )
+    _refuse_existing(outputs, overwrite)
+    to_zarr = outputs.labels.suffix == ".zarr"
+    if to_zarr and outputs.objects is not None:
+        raise ValueError("objects are written as a TIFF beside TIFF labels, not with a zarr "
+                         "store; drop --zarr (zarr=False) or --objects.")
     source = ImageSource(image, channel_axis=channel_axis)
     check_stack_mode(source, stack_mode)
     check_stack_preprocessing(config)
     engine_source, engine_config, geometry = source, config, None
+    user_scribbles = scribbles  # of the image's shape, as the labels come back
     if is_active(config):
         planes, geometry = preprocess_planes(source.read(), config)
         engine_source = ImageSource.from_normalized(planes)
         engine_config = without_preprocessing(config)
         scribbles = apply_planes(scribbles, geometry)
-    to_zarr = outputs.labels.suffix == ".zarr"
     reshaped = geometry is not None and not geometry.identity
     outputs.labels.parent.mkdir(parents=True, exist_ok=True)
     tmp_labels = partial_path(outputs.labels)
@@ -247,6 +256,13 @@ def process_stack(
                          np.asarray(labels[middle]), overwrite=True),
             outputs.overlay,
         ))
+        if outputs.objects is not None:
+            ndim = 3 if stack_mode == "3d" else 2
+            temporary.append((
+                _save_objects(outputs.objects, np.asarray(labels), user_scribbles, ndim,
+                              spacing, object_options),
+                outputs.objects,
+            ))
         if to_zarr:
             temporary.append((tmp_labels, outputs.labels))
         else:
@@ -270,3 +286,36 @@ def process_stack(
 
         labels = zarr.open_array(str(outputs.labels), mode="r")
     return labels, segmenter
+
+
+def _refuse_existing(outputs: OutputPaths, overwrite: bool) -> None:
+    """Raise `FileExistsError` for existing outputs unless `overwrite` (before any work)."""
+    if not overwrite:
+        existing = [str(p) for p in outputs.all() if p.exists()]
+        if existing:
+            raise FileExistsError(
+                f"{', '.join(existing)} already exist(s); pass --overwrite (overwrite=True) "
+                "or choose another output folder."
+            )
+
+
+def _save_objects(
+    path: Path,
+    labels: np.ndarray,
+    scribbles: np.ndarray | None,
+    ndim: int,
+    spacing: Sequence[float] | None,
+    options: Mapping[str, Any] | None,
+) -> Path:
+    """Write the objects of `labels` under `path`'s temporary name; return that name."""
+    from napari_kanezaki.imaging.io import save_labels
+    from napari_kanezaki.imaging.objects import to_objects
+
+    objects = to_objects(
+        labels,
+        scribbles=scribbles,
+        spacing=None if spacing is None else tuple(spacing)[-ndim:],
+        ndim=ndim,
+        **dict(options or {}),
+    )
+    return save_labels(partial_path(path), objects, overwrite=True)
