@@ -129,6 +129,14 @@ def test_scribble_ids_are_kept(widget, viewer, qtbot):
     scribbles = widget.add_scribble_layer()
     assert scribbles.name == "regions scribbles" and scribbles.data.shape == (48, 48)
     assert widget.scribbles.value is scribbles or widget.scribbles.value.name == scribbles.name
+    # ready to paint: selected, paint mode, label 1, a brush for the image's size
+    assert viewer.layers.selection.active.name == scribbles.name
+    assert (str(scribbles.mode), scribbles.selected_label, scribbles.brush_size) == (
+        "paint", 1, 2)
+    big = viewer.add_image(np.zeros((600, 900), np.uint8), name="big")
+    assert widget.add_scribble_layer(big).brush_size == 10
+    viewer.layers.remove("big scribbles")
+    viewer.layers.remove(big)
     ids = {1: 4, 2: 7, 3: 9}  # user ids for truth regions 1, 2, 3
     data = np.zeros((48, 48), np.uint8)
     for region, user_id in ids.items():

@@ -210,7 +210,8 @@ class SegmentWidget(Container):
         Returns
         -------
         napari.layers.Labels
-            Paint classes 1..k on it, then run the ST method.
+            Selected, in paint mode with label 1 and a brush of about 1/60 of the image's
+            side: paint classes 1..k on it, then run the ST method.
         """
         image = image if image is not None else self.image.value
         if image is None:
@@ -218,6 +219,11 @@ class SegmentWidget(Container):
         layer = add_output_layer(self._viewer, image, suffix="scribbles")
         self.scribbles.reset_choices()
         self.scribbles.value = layer
+        # Ready to paint: the layer selected, the brush, label 1, a brush for the image's size.
+        self._viewer.layers.selection.active = layer
+        layer.selected_label = 1
+        layer.brush_size = max(2, round(min(spatial_shape(image)[-2:]) / 60))
+        layer.mode = "paint"
         return layer
 
     def segment(
