@@ -217,6 +217,8 @@ class SegmentWidget(Container):
         if image is None:
             raise ImageError("no Image layer selected: open or add an image first.")
         layer = add_output_layer(self._viewer, image, suffix="scribbles")
+        self.image.reset_choices()
+        self.image.value = image  # the scribbles belong to this image's run
         self.scribbles.reset_choices()
         self.scribbles.value = layer
         # Ready to paint: the layer selected, the brush, label 1, a brush for the image's size.
