@@ -243,3 +243,19 @@ def test_screenshot_with_docked_widget(widget, viewer, qtbot, tmp_path):
     pixels = viewer.screenshot(path, canvas_only=False)
     assert path.is_file()
     assert pixels.shape[1] > 400 and pixels[..., :3].std() > 10
+
+
+def test_runs_replace_the_previous_result_unless_asked_to_keep_it(widget, viewer, qtbot):
+    add_regions(viewer)
+    set_params(widget.params, max_iter=3)
+    for _ in range(2):
+        widget.controls.run_button.changed.emit()
+        wait_done(qtbot, widget.controls)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["regions", "regions segmentation"]
+    widget.replace_previous.value = False
+    widget.controls.run_button.changed.emit()
+    wait_done(qtbot, widget.controls)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["regions", "regions segmentation", "regions segmentation (ST, run 3)"]
+    assert np.asarray(viewer.layers["regions segmentation (ST, run 3)"].data).min() >= 1

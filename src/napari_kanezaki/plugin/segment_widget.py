@@ -139,6 +139,13 @@ class SegmentWidget(Container):
         )
         self.params = ParameterPanel()
         self.objects = ObjectControls()
+        self.replace_previous = CheckBox(
+            name="replace_previous", text="replace previous result", value=True,
+            tooltip="Each run replaces the result layers of this dock's previous run; "
+            "untick to keep every run (its layers are named with the method and run number)",
+        )
+        self._previous_outputs: list = []
+        self._runs = 0
         self.controls = RunControls(napari_viewer, self._on_run)
         super().__init__(
             widgets=[
@@ -149,6 +156,7 @@ class SegmentWidget(Container):
                 new_scribbles,
                 self.params,
                 self.objects,
+                self.replace_previous,
                 self.controls,
             ]
         )
@@ -311,7 +319,18 @@ class SegmentWidget(Container):
             )
             images = {image.name: (data, scribble_data)}
             job = partial(segment_each, images, config, runtime, preview_every=preview_every)
-        outputs = {image.name: add_output_layer(self._viewer, image)}
+        if self.controls.running:
+            raise RuntimeError("a run is already in progress; stop it first.")
+        self._runs += 1
+        run_name = ""
+        if self.replace_previous.value:
+            for layer in self._previous_outputs:
+                if layer in self._viewer.layers:
+                    self._viewer.layers.remove(layer)
+        else:
+            run_name = f" ({config.method.upper()}, run {self._runs})"
+        outputs = {image.name: add_output_layer(self._viewer, image,
+                                                suffix=f"segmentation{run_name}")}
         if self.objects.wanted if objects is None else objects:
             object_ndim = 3 if mode == "3d" else 2
             options = {
@@ -322,7 +341,8 @@ class SegmentWidget(Container):
             }
             key = (image.name, "objects")
             job = partial(with_objects, job, {image.name: (key, options)})
-            outputs[key] = add_output_layer(self._viewer, image, suffix="objects")
+            outputs[key] = add_output_layer(self._viewer, image, suffix=f"objects{run_name}")
+        self._previous_outputs = list(outputs.values())
         self.controls.start(job, outputs, f"{image.name}: starting")
         return outputs[image.name]
 
