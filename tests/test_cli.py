@@ -115,7 +115,8 @@ def test_train_then_predict_with_the_same_labels(folder):
                  "--max-update", "3", *TINY]) == 0
     # the paper preset in reference mode is the published reference demo's: w_con = 5
     assert load_config(folder / "model.toml") == STConfig(
-        n_channels=16, max_iter=5, ref_size=32, max_update=3, w_con=5.0, plateau_iter=20)
+        n_channels=16, max_iter=5, ref_size=32, max_update=3, w_con=5.0, plateau_iter=20,
+        painted_only=True)
     out = folder / "pred"
     assert main(["predict", str(model), str(images / "*.png"), "-o", str(out), "--device",
                  "cpu", "--precision", "fp32", "-q"]) == 0

@@ -150,7 +150,7 @@ def test_interactive_presets_are_the_papers_with_the_plateau_stop():
     from napari_kanezaki.core.config import load_preset
 
     assert load_preset("interactive", "sp") == SPConfig(plateau_iter=20, n_segments=0)
-    assert load_preset("interactive", "st") == STConfig(plateau_iter=20)
+    assert load_preset("interactive", "st") == STConfig(plateau_iter=20, painted_only=True)
 
 
 def test_automatic_superpixel_count_follows_the_image_size():

@@ -32,7 +32,7 @@ def test_unreadable_or_foreign_state_starts_from_the_defaults(qtbot):
     for text in ("not json", json.dumps({"config": {"method": "st", "n_channels": -3}}),
                  json.dumps([1, 2]), json.dumps({"config": {"method": "xx"}})):
         path.write_text(text, encoding="utf-8")
-        assert ParameterPanel().config() == STConfig(plateau_iter=20)
+        assert ParameterPanel().config() == STConfig(plateau_iter=20, painted_only=True)
 
 
 def test_a_panel_that_does_not_remember_leaves_the_file_alone(qtbot):

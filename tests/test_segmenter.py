@@ -280,3 +280,22 @@ def test_importing_the_package_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_painted_only_gives_every_pixel_a_painted_class():
+    # three regions, two of them painted: the third must go to a painted class
+    image, truth = noisy_regions((40, 40), seed=3)
+    scribbles = np.zeros(truth.shape, np.int32)
+    painted = {1: 4, 2: 7}
+    for region, label in painted.items():
+        ys, xs = np.nonzero(truth == region)
+        scribbles[ys[::5], xs[::5]] = label
+    config = STConfig(n_channels=16, max_iter=15, min_labels=1)
+    free = Segmenter(config, device="cpu", precision="fp32", seed=1)
+    for _ in free.run(image, scribbles):
+        pass
+    only = Segmenter(config.replace(painted_only=True), device="cpu", precision="fp32", seed=1)
+    for _ in only.run(image, scribbles):
+        pass
+    assert set(np.unique(only.predict(image)).tolist()) <= set(painted.values())
+    assert set(np.unique(free.predict(image)).tolist()) - set(painted.values())  # the paper

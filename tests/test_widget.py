@@ -72,7 +72,7 @@ def test_defaults_sections_and_config_files(widget, tmp_path, errors):
     assert isinstance(widget, SegmentWidget)
     # the interactive preset: the papers' settings with the plateau stop
     assert panel.preset.value == "interactive"
-    assert panel.config() == STConfig(plateau_iter=20)
+    assert panel.config() == STConfig(plateau_iter=20, painted_only=True)
     assert panel.device.choices[0] == "auto" and "cpu" in panel.device.choices
     assert panel.advanced.native.isHidden() and panel.sp_group.native.isHidden()
     panel.show_advanced.value = True

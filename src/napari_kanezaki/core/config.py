@@ -222,6 +222,7 @@ class STConfig(_BaseConfig):
     w_sim: float = 1.0
     w_con: float = 1.0
     w_scr: float = 0.5
+    painted_only: bool = False
 
     method: ClassVar[str] = "st"
 

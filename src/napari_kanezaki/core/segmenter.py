@@ -24,11 +24,11 @@ from napari_kanezaki.core.stopping import StopRule
 from napari_kanezaki.core.training import (
     Step,
     TrainingState,
-    argmax_channels,
     axis_weights,
     batch_superpixels,
     check_spacing,
     make_step,
+    predicted_channels,
     scribble_classes,
 )
 from napari_kanezaki.imaging.images import ImageError, number_segments, prepare_scribbles
@@ -230,7 +230,9 @@ class Segmenter:
         array, geometry = prepare_network_input(image, self.config, channel_axis)
         check_input(self.model, array.shape[0], spatial_dims=array.ndim - 1)
         with self._autocast():
-            channels = argmax_channels(self.model(self._to_device(array[np.newaxis])))
+            response = self.model(self._to_device(array[np.newaxis]))
+        channels = predicted_channels(response, self.keep_ids,
+                                      getattr(self.config, "painted_only", False))
         labels = number_segments(channels[0].cpu().numpy(), self.config.n_channels, self.keep_ids)
         return geometry.restore(labels)
 

@@ -188,6 +188,9 @@ _TABLE = (
     _float("w_con", "smoothness weight", "ST: weight of the spatial-continuity loss; higher "
            "gives larger, smoother segments", "st", 0.0, 3, 0.1, symbol="μ",
            published="stepsize_con"),
+    Setting("painted_only", bool, "painted classes only", "ST with scribbles: every pixel "
+            "gets one of the painted classes (off, as the paper: unpainted clusters may "
+            "remain)", "st"),
     _float("w_scr", "scribble weight", "ST: weight of the scribble loss (painted pixels)",
            "st", 0.0, 3, 0.1, symbol="ν", published="stepsize_scr"),
     # -- SP superpixels ---------------------------------------------------------------------

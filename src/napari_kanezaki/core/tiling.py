@@ -227,6 +227,8 @@ def predict_tiles(
     """
     import torch
 
+    from napari_kanezaki.core.training import predicted_channels
+
     model = segmenter.model
     assert model is not None
     n_channels = segmenter.config.n_channels
@@ -236,7 +238,9 @@ def predict_tiles(
         for i, tile in enumerate(tiles, start=1):
             x = segmenter._to_device(source.read(tile.read)[np.newaxis])
             with segmenter._autocast():
-                channels = model(x).argmax(dim=1)[0]
+                response = model(x)
+            channels = predicted_channels(response, segmenter.keep_ids,
+                                          getattr(segmenter.config, "painted_only", False))[0]
             core = channels[tile.inner].cpu().numpy().astype(np.int32)
             counts += np.bincount(core.ravel(), minlength=n_channels)
             output[prefix + tile.core] = core

@@ -30,6 +30,7 @@ __all__ = [
     "check_spacing",
     "batch_superpixels",
     "make_step",
+    "predicted_channels",
     "scribble_classes",
     "superpixel_count",
 ]
@@ -123,6 +124,32 @@ def argmax_channels(response: torch.Tensor) -> torch.Tensor:
         int64 ``(N, *spatial)``.
     """
     return response.movedim(1, -1).max(dim=-1).indices
+
+
+def predicted_channels(
+    response: torch.Tensor, keep_ids: Sequence[int] = (), painted_only: bool = False
+) -> torch.Tensor:
+    """The channel of every pixel in a prediction: the argmax, or the best painted class.
+
+    Parameters
+    ----------
+    response : torch.Tensor
+        ``(N, C, *spatial)``.
+    keep_ids : sequence of int
+        The scribbled classes (channel indices).
+    painted_only : bool
+        Choose among `keep_ids` only, so every pixel gets one of the painted classes
+        (ST with scribbles, ``painted_only``); ignored without scribbled classes.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 ``(N, *spatial)`` channel indices.
+    """
+    if not (painted_only and keep_ids):
+        return argmax_channels(response)
+    ids = torch.tensor(list(keep_ids), device=response.device)
+    return ids[argmax_channels(response.index_select(1, ids))]
 
 
 def make_step(
