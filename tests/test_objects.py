@@ -328,7 +328,9 @@ def test_widget_objects_of_a_volume_follow_the_stack_mode(widget, viewer, qtbot,
     scribbles = viewer.add_labels(np.zeros((5, 24, 24), np.uint8), name="marks")
     scribbles.data[:, 1:3, 1:10] = 1  # the background, painted with label 1
     widget.reset_choices()
-    fast_settings(widget.params, {"n_channels": 8, "max_iter": 6, "min_labels": 1})
+    # only the background is painted: unpainted classes must stay (painted_only off)
+    fast_settings(widget.params, {"n_channels": 8, "max_iter": 6, "min_labels": 1,
+                                  "painted_only": False})
     widget.stack_mode.value = mode
     widget.objects.enabled_box.value = True
     widget.objects.min_size.value = 3

@@ -27,7 +27,12 @@ from napari_kanezaki.imaging.images import ImageError
 from napari_kanezaki.plugin.jobs import apply_saved, fit_and_apply, segment_each
 from napari_kanezaki.plugin.notify import report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
-from napari_kanezaki.plugin.runner import RunControls, add_output_layer, layer_image
+from napari_kanezaki.plugin.runner import (
+    RunControls,
+    add_output_layer,
+    layer_image,
+    with_scrolling_settings,
+)
 from napari_kanezaki.plugin.segment_widget import ObjectControls, with_objects
 
 if TYPE_CHECKING:
@@ -69,19 +74,20 @@ class BatchWidget(Container):
         self.params = ParameterPanel()
         self.objects = ObjectControls()
         self.controls = RunControls(napari_viewer, self._on_run)
-        super().__init__(
-            widgets=[
-                self.images,
-                self.mode,
-                self.references,
-                self.model_file,
-                self.params,
-                self.objects,
-                self.controls,
-            ]
+        # Settings scroll; the Run/Stop row stays visible on any screen height.
+        self.settings = Container(
+            widgets=[self.images, self.mode, self.references, self.model_file, self.params,
+                     self.objects],
         )
+        super().__init__(widgets=[self.controls], labels=False)
+        with_scrolling_settings(self, self.settings)
         self.mode.changed.connect(self._update_visibility)
         self._update_visibility()
+
+    def reset_choices(self, *args, **kwargs) -> None:
+        """Refresh every layer choice (called by napari when layers change)."""
+        super().reset_choices(*args, **kwargs)
+        self.settings.reset_choices(*args, **kwargs)  # in the scroll area, not a child
 
     def _image_choices(self, _widget: Select) -> list[Image]:
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)]

@@ -34,6 +34,7 @@ from napari_kanezaki.plugin.notify import notify_error, report_errors
 __all__ = [
     "RunControls",
     "add_output_layer",
+    "with_scrolling_settings",
     "spatial_shape",
     "spatial_ndim",
     "layer_image",
@@ -111,6 +112,25 @@ def add_output_layer(viewer: Any, image: Image, suffix: str = "segmentation") ->
         translate=image.translate,
         axis_labels=tuple(image.axis_labels),
     )
+
+
+def with_scrolling_settings(dock: Container, settings: Container) -> None:
+    """Put `settings` in a vertical scroll area at the top of `dock`.
+
+    What follows in `dock` (the Run/Stop row) stays visible on any screen height. (magicgui
+    0.10 re-parents the inner widget of a ``scrollable=True`` container that is nested in
+    another container, so the scroll area is made here.)
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(settings.native)
+    scroll.setMinimumWidth(settings.native.minimumSizeHint().width() + 20)
+    dock.native.layout().insertWidget(0, scroll)
 
 
 def short_description(text: str, limit: int = DESCRIPTION_CHARS) -> str:

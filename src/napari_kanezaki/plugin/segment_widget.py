@@ -33,6 +33,7 @@ from napari_kanezaki.plugin.runner import (
     layer_image,
     spatial_ndim,
     spatial_shape,
+    with_scrolling_settings,
 )
 
 if TYPE_CHECKING:
@@ -147,19 +148,13 @@ class SegmentWidget(Container):
         self._previous_outputs: list = []
         self._runs = 0
         self.controls = RunControls(napari_viewer, self._on_run)
-        super().__init__(
-            widgets=[
-                self.image,
-                self.extra_channels,
-                self.stack_mode,
-                self.scribbles,
-                new_scribbles,
-                self.params,
-                self.objects,
-                self.replace_previous,
-                self.controls,
-            ]
+        # Settings scroll; the Run/Stop row stays visible on any screen height.
+        self.settings = Container(
+            widgets=[self.image, self.extra_channels, self.stack_mode, self.scribbles,
+                     new_scribbles, self.params, self.objects, self.replace_previous],
         )
+        super().__init__(widgets=[self.controls], labels=False)
+        with_scrolling_settings(self, self.settings)
         self.image.changed.connect(self.scribbles.reset_choices)
         self.image.changed.connect(self.extra_channels.reset_choices)
         self.image.changed.connect(self._update_channels_visibility)
@@ -195,6 +190,7 @@ class SegmentWidget(Container):
     def reset_choices(self, *args, **kwargs) -> None:
         """Refresh every layer choice (called by napari when layers change)."""
         super().reset_choices(*args, **kwargs)
+        self.settings.reset_choices(*args, **kwargs)  # in the scroll area, not a child
         self._update_channels_visibility()
 
     def _update_channels_visibility(self, *_args) -> None:
