@@ -65,6 +65,64 @@ def load_bsds_ground_truth(image_id: str) -> list[np.ndarray]:
     return [np.asarray(segs[k, 0]) for k in range(segs.shape[0])]
 
 
+def voc_dir() -> Path:
+    """Return the VOC 2012 folder of the evaluation data (it may not exist)."""
+    return DATA_DIR / "voc2012"
+
+
+def voc_scribbled_ids() -> list[str]:
+    """Ids of the VOC images that have published scribbles, image and class map, sorted.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["2007_001774", "2008_001439"]``; empty when the data is absent.
+    """
+    root = voc_dir()
+    ids = []
+    for path in sorted((root / "scribbles").glob("*_scribble.png")):
+        image_id = path.name.removesuffix("_scribble.png")
+        if (root / "JPEGImages" / f"{image_id}.jpg").is_file() and (
+            root / "SegmentationClass" / f"{image_id}.png"
+        ).is_file():
+            ids.append(image_id)
+    return ids
+
+
+def load_voc_image(image_id: str) -> np.ndarray:
+    """Read a VOC 2012 image of the evaluation data as uint8 RGB ``(H, W, 3)``."""
+    from skimage.io import imread
+
+    return np.ascontiguousarray(imread(voc_dir() / "JPEGImages" / f"{image_id}.jpg"))
+
+
+def load_voc_class_map(image_id: str) -> np.ndarray:
+    """Read a VOC 2012 class map (palette indices 0..20, 255 = void) as a 2-D array."""
+    from napari_kanezaki.workflows.evaluation import read_labels
+
+    return read_labels(voc_dir() / "SegmentationClass" / f"{image_id}.png")
+
+
+def load_voc_scribbles(image_id: str) -> np.ndarray:
+    """Read the TIP 2020 paper's scribbles of a VOC image in napari's convention.
+
+    The published files are 8-bit single channel, 255 = not scribbled and any other value
+    a class id (0 included); `scribbles_from_published` turns them into napari labels
+    (0 = not scribbled, published class v = label v + 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 ``(H, W)``, 0 = not scribbled.
+    """
+    from skimage.io import imread
+
+    from napari_kanezaki.imaging.images import scribbles_from_published
+
+    raw = imread(voc_dir() / "scribbles" / f"{image_id}_scribble.png")
+    return scribbles_from_published(raw)
+
+
 def benchmark_image(path: str | None = None) -> tuple[np.ndarray, str]:
     """Return the image the speed benchmark runs on, and a line saying which it is.
 
