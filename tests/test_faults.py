@@ -213,3 +213,21 @@ def test_bad_run_options_write_nothing_and_the_corrected_rerun_works(bad, tmp_pa
     assert "error:" in err and "Traceback" not in err
     assert not (out / "config.toml").exists() and not (out / "run.json").exists()
     assert main([*common, "--device", "cpu"]) == 0
+
+
+def test_a_failing_run_leaves_no_store_at_out_and_the_rerun_works(tmp_path, monkeypatch):
+    from napari_kanezaki import segment
+
+    image = noisy_regions((24, 24), seed=0)[0]
+    out = tmp_path / "labels.zarr"
+
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Segmenter, "predict", fail)
+        with pytest.raises(RuntimeError, match="disk full"):
+            segment(image, out=out, n_channels=8, max_iter=2, **FAST)
+    assert not out.exists()
+    labels = segment(image, out=out, n_channels=8, max_iter=2, **FAST)
+    assert labels.shape == (24, 24) and out.exists()

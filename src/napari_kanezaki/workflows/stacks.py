@@ -29,6 +29,7 @@ labels can be written to a zarr store.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,13 +235,26 @@ def segment_iter(
             )
         if stack_mode == "shared":
             raise ImageError(
-                "scribbles are not supported with stack_mode='shared' (the reference mode has "
-                "no scribble term); use stack_mode='3d' or 'independent'."
+                "scribbles are not supported with stack_mode='shared' (the planes train in "
+                "turn without a scribble term); use stack_mode='3d' or 'independent'."
             )
     job.spacing = _model_spacing(spacing, shape, model_dims)
     if tile_shape is not None:
         job.tile_shape = check_tile_shape(tile_shape, model_dims)
     tiled = job.needs_tiling(shape[-model_dims:], has_lead=source.spatial_ndim > model_dims)
+    fresh_out = out is not None and not Path(out).exists()
+    try:
+        output, segmenter = yield from _run_mode(job, source, stack_mode, shape, model_dims,
+                                                 tiled, out, overwrite, scribbles)
+    except Exception:
+        if fresh_out and Path(out).exists():  # no half-written store is left at `out`
+            shutil.rmtree(out) if Path(out).is_dir() else Path(out).unlink()
+        raise
+    return SegmentationResult(output, segmenter, job.stop.is_set())
+
+
+def _run_mode(job, source, stack_mode, shape, model_dims, tiled, out, overwrite, scribbles):
+    """Create the output and run the stack mode's training and prediction into it."""
     if stack_mode == "independent":
         tiled = job.needs_tiling(shape[-2:], has_lead=False)
         chunks = (1,) * (len(shape) - 2) + (job.predict_tile(shape[-2:]) if tiled else shape[-2:])
@@ -257,7 +271,7 @@ def segment_iter(
         chunks = (1,) * n_lead + (job.predict_tile(model_shape) if tiled else model_shape)
         output = create_output(shape, out, chunks=chunks, overwrite=overwrite)
         segmenter = yield from job.single(source, model_dims, output, (), scribbles, 0, 1)
-    return SegmentationResult(output, segmenter, job.stop.is_set())
+    return output, segmenter
 
 
 def check_stack_mode(source: ImageSource, stack_mode: str | None) -> int:
