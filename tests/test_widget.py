@@ -273,3 +273,19 @@ def test_docks_fit_a_1000_pixel_screen_with_every_section_open(widget, viewer, q
         assert dock.native.minimumSizeHint().height() <= 300
         # the Run/Stop row is outside the scroll area: always in the dock
         assert dock.controls.native.parent() is dock.native
+
+
+def test_layers_of_another_shape_are_explained_not_hidden(widget, viewer):
+    add_regions(viewer)
+    viewer.add_labels(np.zeros((10, 12), np.uint8), name="old marks")
+    viewer.add_image(np.zeros((48, 48), np.uint8), name="channel 2")
+    widget.reset_choices()
+    assert [layer.name for layer in widget.scribbles.choices if layer] == []
+    assert [layer.name for layer in widget.extra_channels.choices] == ["channel 2"]
+    text = widget.not_offered_label.value
+    assert "'old marks' (10, 12)" in text and "'regions' (48, 48)" in text
+    assert not widget.not_offered_label.native.isHidden()
+    assert "regions" not in [layer.name for layer in widget.extra_channels.choices]
+    viewer.layers.remove("old marks")
+    widget.reset_choices()
+    assert widget.not_offered_label.value == "" and widget.not_offered_label.native.isHidden()

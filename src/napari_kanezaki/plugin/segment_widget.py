@@ -17,7 +17,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Select, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    PushButton,
+    Select,
+    SpinBox,
+)
 from napari.layers import Image, Labels
 
 from napari_kanezaki.imaging.images import ImageError, NormalizedImage, to_network_input
@@ -132,6 +140,8 @@ class SegmentWidget(Container):
             "select several",
         )
         new_scribbles = PushButton(name="new_scribbles", text="New scribble layer")
+        self.not_offered_label = Label(name="not_offered", label="")
+        self.not_offered_label.native.setWordWrap(True)
         self.stack_mode = ComboBox(
             name="stack_mode",
             choices=STACK_CHOICES,
@@ -151,7 +161,8 @@ class SegmentWidget(Container):
         # Settings scroll; the Run/Stop row stays visible on any screen height.
         self.settings = Container(
             widgets=[self.image, self.extra_channels, self.stack_mode, self.scribbles,
-                     new_scribbles, self.params, self.objects, self.replace_previous],
+                     self.not_offered_label, new_scribbles, self.params, self.objects,
+                     self.replace_previous],
         )
         super().__init__(widgets=[self.controls], labels=False)
         with_scrolling_settings(self, self.settings)
@@ -159,8 +170,10 @@ class SegmentWidget(Container):
         self.image.changed.connect(self.extra_channels.reset_choices)
         self.image.changed.connect(self._update_channels_visibility)
         self.image.changed.connect(self._update_stack_mode)
+        self.image.changed.connect(self._update_not_offered)
         self.extra_channels.changed.connect(self._update_channels_visibility)
         self._update_stack_mode()
+        self._update_not_offered()
         new_scribbles.changed.connect(self._on_new_scribbles)
 
     # -- layer choices ----------------------------------------------------------------------
@@ -187,11 +200,39 @@ class SegmentWidget(Container):
             if isinstance(layer, kind) and layer is not image and spatial_shape(layer) == shape
         ]
 
+    def not_offered(self) -> str:
+        """Why some Labels/Image layers are not offered as scribbles or channels ("" if none).
+
+        Layers of another spatial shape than the selected image's cannot be used with it;
+        the dock says so under the scribble choice instead of hiding them without a word.
+        """
+        image = self.image.value
+        if image is None:
+            return ""
+        shape = spatial_shape(image)
+        others = [
+            f"{layer.name!r} {spatial_shape(layer)}"
+            for layer in self._viewer.layers
+            if isinstance(layer, (Labels, Image)) and layer is not image
+            and spatial_shape(layer) != shape
+            and not layer.name.endswith((" segmentation", " objects"))
+        ]
+        if not others:
+            return ""
+        return (f"not offered, other shape than {image.name!r} {shape}: "
+                + ", ".join(others[:4]) + (" …" if len(others) > 4 else ""))
+
     def reset_choices(self, *args, **kwargs) -> None:
         """Refresh every layer choice (called by napari when layers change)."""
         super().reset_choices(*args, **kwargs)
         self.settings.reset_choices(*args, **kwargs)  # in the scroll area, not a child
         self._update_channels_visibility()
+        self._update_not_offered()
+
+    def _update_not_offered(self, *_args) -> None:
+        text = self.not_offered()
+        self.not_offered_label.value = text
+        self.not_offered_label.visible = bool(text)
 
     def _update_channels_visibility(self, *_args) -> None:
         """Show "extra channels" only when some layer can be combined with the image."""
