@@ -20,7 +20,7 @@ _EXPORTS = {
     "ImageSource": "imaging.sources",
     "NormalizedImage": "imaging.images",
     "segment_iter": "workflows.stacks",
-    "SegmentationResult": "workflows.stacks",
+    "SegmentationResult": "workflows.results",
     "STACK_MODES": "workflows.stacks",
     "Segmenter": "core.segmenter",
     "TrainingState": "core.segmenter",
@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .imaging.images import ImageError, NormalizedImage
     from .imaging.objects import to_objects
     from .imaging.sources import ImageSource
-    from .workflows.stacks import STACK_MODES, SegmentationResult, segment_iter
+    from .workflows.results import SegmentationResult
+    from .workflows.stacks import STACK_MODES, segment_iter
     from .core.segmenter import Segmenter, TrainingState
 
 

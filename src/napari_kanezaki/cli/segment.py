@@ -136,7 +136,7 @@ def _single_with_progress(job, config, quiet: bool):
     bar = tqdm(total=config.max_iter, unit="it", desc=job.name, disable=quiet)
 
     def progress(state):
-        if hasattr(state, "step"):  # stacks and tiles: a stacks.Progress
+        if hasattr(state, "step"):  # stacks and tiles: a results.Progress
             bar.total = state.total
             bar.update(state.step - bar.n)
             bar.set_postfix_str(state.text, refresh=False)

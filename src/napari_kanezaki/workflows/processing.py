@@ -167,7 +167,7 @@ def process_stack(
         Replace existing outputs; otherwise an existing one raises `FileExistsError`
         before any work is done.
     progress : callable, optional
-        Called with every `stacks.Progress` (step, total, text).
+        Called with every `results.Progress` (step, total, text).
     object_options : mapping, optional
         Keyword arguments of `to_objects` for the objects: 3-D per volume (with the last
         three entries of `spacing`) in ``3d`` mode, else 2-D per plane (the last two).

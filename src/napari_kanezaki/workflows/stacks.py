@@ -31,9 +31,9 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,59 +50,15 @@ from napari_kanezaki.imaging.tiles import (
     shape_for_budget,
     working_set_bytes,
 )
+from napari_kanezaki.workflows.results import Progress, SegmentationResult, StopFlag
 
 if TYPE_CHECKING:
     from napari_kanezaki.core.segmenter import Segmenter
 
-__all__ = ["STACK_MODES", "Progress", "SegmentationResult", "check_stack_mode", "segment_iter", "run_to_end"]
+__all__ = ["STACK_MODES", "check_stack_mode", "segment_iter", "run_to_end"]
 
 STACK_MODES = ("independent", "shared", "3d")
 _LOG = logging.getLogger("napari_kanezaki")
-
-
-class StopFlag(Protocol):
-    """Anything with ``is_set()``, e.g. a `threading.Event`."""
-
-    def is_set(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Progress of a long computation.
-
-    Attributes
-    ----------
-    step, total : int
-        Steps done and planned (training updates plus tiles or planes).
-    text : str
-        Human-readable status.
-    labels : numpy.ndarray, optional
-        A preview label image (training) or None.
-    """
-
-    step: int
-    total: int
-    text: str
-    labels: np.ndarray | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class SegmentationResult:
-    """What `segment_iter` returns.
-
-    Attributes
-    ----------
-    labels : numpy.ndarray or zarr.Array
-        int32 labels of the input's spatial shape (0 only where a stopped run never got).
-    segmenter : Segmenter or None
-        The shared model (``"shared"``, ``"3d"``, single images) or the last plane's.
-    stopped : bool
-        True if `stop` was set during the run.
-    """
-
-    labels: Any
-    segmenter: Segmenter | None
-    stopped: bool
 
 
 @dataclass(frozen=True)
