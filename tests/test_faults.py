@@ -231,3 +231,20 @@ def test_a_failing_run_leaves_no_store_at_out_and_the_rerun_works(tmp_path, monk
     assert not out.exists()
     labels = segment(image, out=out, n_channels=8, max_iter=2, **FAST)
     assert labels.shape == (24, 24) and out.exists()
+
+
+@pytest.mark.parametrize("kind", ["a file", "inside a file"])
+def test_an_output_path_that_cannot_be_a_folder_is_explained(kind, tmp_path, capsys):
+    import imageio.v3 as iio
+
+    image = tmp_path / "a.png"
+    iio.imwrite(image, noisy_regions((20, 20), seed=0)[0])
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    out = blocker if kind == "a file" else blocker / "out"
+    assert main(["segment", str(image), "-o", str(out), "--n-channels", "8", "--max-iter",
+                 "2", "--device", "cpu", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" in err and "taken" in err
+    assert "[Errno" not in err and "choose another path" in err
+    assert blocker.read_text() == "a file"  # nothing of the user's is touched

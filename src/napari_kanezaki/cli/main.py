@@ -42,19 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from napari_kanezaki.core.config import ConfigError
     from napari_kanezaki.imaging.images import ImageError
-
-    try:
-        from napari_kanezaki.workflows.extras import MissingExtraError
-    except ImportError:  # workflows.extras not there (yet): nothing can raise it
-
-        class MissingExtraError(ImportError):
-            """Stand-in for `napari_kanezaki.workflows.extras.MissingExtraError`."""
+    from napari_kanezaki.workflows.extras import MissingExtraError
 
     try:
         return int(args.handler(args) or 0)
-    except (CLIError, ConfigError, ImageError, MissingExtraError, FileExistsError,
-            FileNotFoundError, ValueError) as exc:
+    except (CLIError, ConfigError, ImageError, MissingExtraError, ValueError) as exc:
         print(f"napari-kanezaki {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno is None:  # the project's own FileExistsError/FileNotFoundError
+            print(f"napari-kanezaki {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        # the file system refused: a read-only folder, a file where a folder should be
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"napari-kanezaki {args.command}: error: cannot write or read{where}: "
+              f"{exc.strerror or exc}; choose another path or fix its permissions.",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
