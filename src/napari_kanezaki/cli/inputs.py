@@ -121,18 +121,16 @@ def _header_source(path: Path, channel_axis: int | None):
     Returns None for an unreadable file (its job fails later and reports it); a layout the
     core refuses becomes a `CLIError` naming the file.
     """
-    import numpy as np
-
     from napari_kanezaki.imaging.images import ImageError
     from napari_kanezaki.imaging.io import image_header
     from napari_kanezaki.imaging.sources import ImageSource
 
     try:
-        shape, dtype = image_header(path)
+        shape, _ = image_header(path)
     except ValueError:
         return None
     try:
-        return ImageSource(np.broadcast_to(np.zeros((), dtype), shape), channel_axis=channel_axis)
+        return ImageSource.from_header(path, channel_axis)
     except ImageError as exc:
         raise CLIError(f"{path} (shape {shape}): {exc} (set with --channel-axis)") from exc
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from napari_kanezaki.core.config import Config, ConfigError
+from napari_kanezaki.imaging.io import refuse_existing
 
 __all__ = ["MODEL_FORMAT", "write_model", "read_model", "read_weights", "load_weights"]
 
@@ -55,8 +56,7 @@ def write_model(
     Path
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True.")
+    refuse_existing(path, overwrite)
     payload = {
         "format": MODEL_FORMAT,
         "config": config.to_dict(),

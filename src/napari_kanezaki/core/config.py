@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 
 from napari_kanezaki.core.settings import SETTINGS, ConfigError
+from napari_kanezaki.imaging.io import refuse_existing
 
 __all__ = [
     "SPConfig",
@@ -156,10 +157,7 @@ class _BaseConfig:
         """
         path = Path(path)
         fmt = _format_of(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(
-                f"{path} already exists; choose another name or pass overwrite=True."
-            )
+        refuse_existing(path, overwrite)
         data = self.to_dict()
         if fmt == "toml":
             import tomli_w

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_image", "open_image", "image_header", "save_labels", "save_overlay", "overlay"]
+__all__ = ["read_image", "open_image", "image_header", "save_labels", "save_overlay", "overlay",
+           "refuse_existing"]
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -96,9 +97,14 @@ def image_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
         raise ValueError(f"cannot read {path} as an image: {exc}") from exc
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """Raise `FileExistsError` for an existing `path` unless `overwrite` (one message)."""
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True.")
+
+
+def _prepare_destination(path: Path, overwrite: bool) -> None:
+    refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -123,7 +129,7 @@ def save_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = False
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"label images are written as TIFF: use a .tif name, not {path.name!r}.")
-    _refuse_existing(path, overwrite)
+    _prepare_destination(path, overwrite)
     tifffile.imwrite(path, np.asarray(labels), compression="zlib", photometric="minisblack")
     return path
 
@@ -181,6 +187,6 @@ def save_overlay(
     import imageio.v3 as iio
 
     path = Path(path)
-    _refuse_existing(path, overwrite)
+    _prepare_destination(path, overwrite)
     iio.imwrite(path, overlay(image, labels), extension=".png")
     return path

@@ -5,6 +5,7 @@ Pure NumPy: no torch, Qt or napari. Dask and zarr arrays are indexed, never load
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,31 @@ class ImageSource:
         self._ranges_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def from_normalized(cls, array: np.ndarray) -> "ImageSource":
+    def from_header(cls, path: str | Path, channel_axis: int | None = None) -> ImageSource:
+        """An `ImageSource` of a file's shape and dtype, from its header only.
+
+        No pixel is read: for checking layouts and sizes before any work. Reading from it
+        gives zeros.
+
+        Parameters
+        ----------
+        path : str or Path
+            An image file (see `io.image_header`).
+        channel_axis : int, optional
+            As for the constructor.
+
+        Raises
+        ------
+        ValueError
+            For an unreadable header; `ImageError` for a layout the core refuses.
+        """
+        from napari_kanezaki.imaging.io import image_header
+
+        shape, dtype = image_header(path)
+        return cls(np.broadcast_to(np.zeros((), dtype), shape), channel_axis=channel_axis)
+
+    @classmethod
+    def from_normalized(cls, array: np.ndarray) -> ImageSource:
         """A source over data that is already normalised: read as it is, never rescaled.
 
         For inputs prepared outside the engine (e.g. stacks preprocessed plane by plane

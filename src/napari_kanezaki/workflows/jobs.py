@@ -229,14 +229,11 @@ def _over_default_budget(job: Job, config: Any) -> bool:
     Such an image takes the bounded-memory path (crops and tiles), as `segment()` and the
     widgets do with it.
     """
-    from napari_kanezaki.imaging.io import image_header
     from napari_kanezaki.imaging.sources import ImageSource
     from napari_kanezaki.imaging.tiles import default_memory_budget, fits_budget
 
     try:
-        shape, dtype = image_header(job.image)
-        source = ImageSource(np.broadcast_to(np.zeros((), dtype), shape),
-                             channel_axis=job.channel_axis)
+        source = ImageSource.from_header(job.image, job.channel_axis)
     except (ValueError, OSError):
         return False  # unreadable or refused: the whole-image path reports it
     return source.spatial_ndim == 2 and not fits_budget(
