@@ -119,3 +119,86 @@ def test_cli_scheduler_address_runs_on_a_cluster(tmp_path, capsys):
     a, b = labels_of(tmp_path / "seq", "ab"), labels_of(tmp_path / "dist", "ab")
     for name in "ab":
         np.testing.assert_array_equal(a[name], b[name])
+
+
+# Runs the CLI or the job API in a process of its own. Every image waits in process_image
+# (after its claim) until the second run has started, so that the two runs overlap.
+_DRIVER = """
+import sys, time
+from pathlib import Path
+
+from napari_kanezaki.workflows import jobs
+
+marker, role, face, args = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+real = jobs.process_image
+
+
+def slow(*a, **k):
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return real(*a, **k)
+
+
+jobs.process_image = slow
+if role == "second":
+    marker.touch()
+if face == "cli":
+    from napari_kanezaki.cli.main import main
+
+    sys.exit(main(args))
+from napari_kanezaki import STConfig
+from napari_kanezaki.workflows.batch import run_jobs
+
+folder, out = Path(args[0]), Path(args[1])
+config = STConfig(n_channels=4, max_iter=2).to_dict()
+todo = [jobs.Job(name=p.stem, image=p, outdir=out, config=config, device="cpu",
+                 precision="fp32", torch_threads=1) for p in sorted(folder.glob("*.png"))]
+results = run_jobs(todo, workers=1, threads=1, progress=False)
+done = sum(r.status == "done" for r in results)
+failed = [r for r in results if r.status == "failed"]
+claimed = sum(r.status == "skipped" and r.message.startswith("claimed") for r in results)
+print(f"{done} segmented, {len(failed)} failed, {claimed} claimed by another run")
+sys.exit(1 if failed else 0)
+"""
+
+
+@pytest.mark.parametrize("second", ["cli", "api"])
+def test_two_concurrent_runs_into_one_folder_segment_each_image_once(second, tmp_path):
+    import re
+    import subprocess
+    import sys
+    import time
+
+    folder, out, marker = tmp_path / "in", tmp_path / "out", tmp_path / "second-started"
+    folder.mkdir()
+    names = [f"i{k}" for k in range(6)]
+    for k, name in enumerate(names):
+        iio.imwrite(folder / f"{name}.png", noisy_regions((20, 20), seed=k)[0])
+    cli = ["segment", str(folder), "-o", str(out), "--n-channels", "4", "--max-iter", "2",
+           "--device", "cpu", "--precision", "fp32", "--workers", "1", "--threads", "1", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(role, face):
+        args = cli if face == "cli" else [str(folder), str(out)]
+        return subprocess.Popen([sys.executable, "-c", _DRIVER, str(marker), role, face, *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+
+    first = start("first", "cli")
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".*.claim")) and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    other = start("second", second)
+    outputs = [p.communicate(timeout=300) for p in (first, other)]
+    assert [first.returncode, other.returncode] == [0, 0], outputs
+    done = [int(re.search(r"(\d+) segmented", o).group(1)) for o, _ in outputs]
+    assert sum(done) == len(names), outputs  # every image once, none twice
+    assert all("Traceback" not in e and "FAILED" not in e for _, e in outputs)
+    claimed = sum(o.count("claimed by another run") for o, _ in outputs)
+    assert claimed >= 1, outputs  # the runs did overlap
+    for name in names:
+        assert (out / f"{name}_labels.tif").exists()
+    assert not list(out.glob(".*"))  # no claims, no temporary files left

@@ -4,6 +4,8 @@
 shares the CPU cores between workers and torch threads), one after the other, or on a
 dask.distributed cluster. A job whose label file exists is complete (its outputs are
 renamed into place last), so `run_jobs` skips such jobs (resume) unless ``overwrite`` is set.
+Every job claims its image first (`claims`), so runs into the same folder at the same time
+segment each image once: one that another run holds is skipped ("claimed by another run").
 
 Importing this module imports neither torch nor dask (they load when jobs run).
 """
@@ -136,8 +138,7 @@ def _run_local(todo, scheduler, workers, threads, bar, results) -> None:
         def _posttask(self, key, result, dsk, state, worker_id):
             if isinstance(result, JobResult):
                 bar.update(1)
-                if result.status == "failed":
-                    bar.write(f"failed: {result.name}: {result.message.splitlines()[0]}")
+                _report(bar, result)
 
     import torch
 
@@ -175,11 +176,18 @@ def _run_distributed(todo, scheduler, bar, results) -> None:
                 result = JobResult(name_of[future.key], "failed", f"{type(exc).__name__}: {exc}")
             results[result.name] = result
             bar.update(1)
-            if result.status == "failed":
-                bar.write(f"failed: {result.name}: {result.message.splitlines()[0]}")
+            _report(bar, result)
     finally:
         if own:
             client.close()
+
+
+def _report(bar: Any, result: JobResult) -> None:
+    """One line for a failed job and for one skipped because another run claimed it."""
+    if result.status == "failed":
+        bar.write(f"failed: {result.name}: {result.message.splitlines()[0]}")
+    elif result.status == "skipped" and result.message.startswith("claimed"):
+        bar.write(f"skipped: {result.name}: {result.message}")
 
 
 def _has_accelerator() -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
+from napari_kanezaki.workflows.claims import Claim, ClaimedError, acquire, claim_path
 from napari_kanezaki.workflows.outputs import OutputPaths, output_paths
 from napari_kanezaki.workflows.processing import process_image, process_stack
 
@@ -151,6 +152,12 @@ class JobResult:
 def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResult:
     """Run one job; every error becomes a ``"failed"`` result (never raises).
 
+    The image is claimed first (see `claims`): an image another run is segmenting into
+    the same folder is ``"skipped"`` with the message ``"claimed by another run (...)"``,
+    one that run finished meanwhile is ``"skipped"`` with ``"outputs exist"``. The claim
+    is removed when the job finishes or fails, also on `KeyboardInterrupt` (which is
+    raised on).
+
     Parameters
     ----------
     job : Job
@@ -162,6 +169,22 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
     JobResult
     """
     start = time.perf_counter()
+    try:
+        claim = _claim(job)
+    except ClaimedError as exc:
+        return JobResult(job.name, "skipped", str(exc), 0, time.perf_counter() - start)
+    except OSError as exc:  # the output folder cannot be made or written
+        return JobResult(job.name, "failed", f"{type(exc).__name__}: {exc}", 0,
+                         time.perf_counter() - start)
+    with claim:
+        if not job.overwrite and job.outputs.labels.exists():  # finished by another run
+            return JobResult(job.name, "skipped", "outputs exist", 0,
+                             time.perf_counter() - start)
+        return _run_claimed(job, progress, start)
+
+
+def _run_claimed(job: Job, progress: Callable[[Any], None] | None, start: float) -> JobResult:
+    """`run_job`'s work once the image is claimed."""
     try:
         _set_torch_threads(job.torch_threads)
         from napari_kanezaki.core.config import config_for_method
@@ -223,6 +246,47 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
 
 
 # -- internals -----------------------------------------------------------------------------
+class _FolderClaim:
+    """A `claims.Claim` on a job's image; on release, the output folder goes too if this
+    claim created it and nothing else is in it."""
+
+    def __init__(self, claim: Claim, created: Path | None) -> None:
+        self._claim = claim
+        self._created = created
+
+    def __enter__(self) -> _FolderClaim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._claim.release()
+        if self._created is not None:
+            try:
+                self._created.rmdir()
+            except OSError:  # not empty: outputs or other runs' claims
+                pass
+
+
+def _claim(job: Job) -> _FolderClaim:
+    """Claim `job`'s image in its output folder (made if missing).
+
+    Raises
+    ------
+    ClaimedError
+        Another run holds the claim.
+    OSError
+        The folder cannot be made or written.
+    """
+    outdir = Path(job.outdir)
+    for _ in range(3):  # the folder may vanish if another job that made it gives up
+        created = None if outdir.is_dir() else outdir
+        outdir.mkdir(parents=True, exist_ok=True)
+        try:
+            return _FolderClaim(acquire(claim_path(outdir, job.name)), created)
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"the output folder {outdir} keeps disappearing.")
+
+
 def _over_default_budget(job: Job, config: Any) -> bool:
     """A 2-D image whose training does not fit the default memory budget (header only).
 
