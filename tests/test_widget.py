@@ -213,8 +213,9 @@ def test_batch_per_layer_reference_and_saved_model(viewer, qtbot, tmp_path):
     model = batch.controls.save_model(tmp_path / "model.pt")
     expected = viewer.layers["img2 segmentation"].data.copy()
 
-    batch.mode.value = "saved"
-    assert batch.params.native.isHidden()
+    batch.mode.value = "saved"  # a saved model: only where and how it runs applies
+    assert batch.params.method.native.isHidden() and batch.params.seed.native.isHidden()
+    assert not batch.params.device.native.isHidden()
     batch.segment(layers[2:], mode="saved", model_file=model)
     wait_done(qtbot, batch.controls)
     np.testing.assert_array_equal(viewer.layers["img2 segmentation [1]"].data, expected)

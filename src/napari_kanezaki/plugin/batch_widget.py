@@ -20,17 +20,21 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Select
 from napari.layers import Image, Labels
 
 from napari_kanezaki.imaging.images import ImageError
-from napari_kanezaki.plugin.jobs import apply_saved, fit_and_apply, segment_each
-from napari_kanezaki.plugin.notify import report_errors
+from napari_kanezaki.plugin.jobs import apply_saved, fit_and_apply, in_turn
+from napari_kanezaki.plugin.notify import notify_info, report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
 from napari_kanezaki.plugin.runner import (
     RunControls,
     add_output_layer,
+    image_job,
     layer_image,
+    layer_input,
+    spatial_ndim,
     with_scrolling_settings,
 )
 from napari_kanezaki.plugin.segment_widget import ObjectControls, with_objects
@@ -63,13 +67,23 @@ class BatchWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self.images = Select(name="images", label="layers", choices=self._image_choices)
-        self.mode = ComboBox(name="mode", choices=list(MODES), value="each")
+        self.images = Select(
+            name="images", label="layers", choices=self._image_choices,
+            tooltip="The 2-D Image layers to segment (all of them at first); "
+            "Ctrl/Shift-click to change the selection",
+        )
+        self.mode = ComboBox(
+            name="mode", choices=list(MODES), value="each",
+            tooltip="A fresh model trained on each layer; one model trained on reference "
+            "layers and applied to every layer; or a model saved earlier (Save model…)",
+        )
         self.references = Select(
-            name="references", label="reference layers", choices=self._image_choices
+            name="references", label="reference layers", choices=self._image_choices,
+            tooltip="Reference mode: the layers the one model is trained on",
         )
         self.model_file = FileEdit(
-            name="model_file", label="model file", mode="r", filter="*.pt"
+            name="model_file", label="model file", mode="r", filter="*.pt",
+            tooltip="Saved-model mode: a model file written by 'Save model…'",
         )
         self.params = ParameterPanel()
         self.objects = ObjectControls()
@@ -81,6 +95,10 @@ class BatchWidget(Container):
         )
         super().__init__(widgets=[self.controls], labels=False)
         with_scrolling_settings(self, self.settings)
+        # Every eligible layer is selected until the user changes the selection.
+        self._follow_layers = True
+        self._select_all_eligible()
+        self.images.changed.connect(self._on_images_chosen)
         self.mode.changed.connect(self._update_visibility)
         self._update_visibility()
 
@@ -88,9 +106,20 @@ class BatchWidget(Container):
         """Refresh every layer choice (called by napari when layers change)."""
         super().reset_choices(*args, **kwargs)
         self.settings.reset_choices(*args, **kwargs)  # in the scroll area, not a child
+        if self._follow_layers:
+            self._select_all_eligible()
 
     def _image_choices(self, _widget: Select) -> list[Image]:
-        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+        """The 2-D Image layers (grey or RGB); stacks and volumes go to 'Segment image'."""
+        return [layer for layer in self._viewer.layers
+                if isinstance(layer, Image) and spatial_ndim(layer) == 2]
+
+    def _select_all_eligible(self) -> None:
+        with self.images.changed.blocked():
+            self.images.value = list(self.images.choices)
+
+    def _on_images_chosen(self, *_args) -> None:
+        self._follow_layers = False
 
     def segment(
         self,
@@ -125,40 +154,60 @@ class BatchWidget(Container):
         if not images:
             raise ImageError("select at least one Image layer to segment.")
         runtime = self.params.runtime()
-        targets = {layer.name: layer_image(layer) for layer in images}
+        # A pyramid is read at its finest level whose labels fit the memory budget.
+        sources = {layer.name: layer_input(layer) for layer in images}
         if mode == "each":
+            # Each layer as the Python API would: in memory when it fits the budget,
+            # otherwise read lazily, trained on random crops and predicted in exact tiles.
             config = self.params.config()
-            inputs = {name: (image, None) for name, image in targets.items()}
             preview_every = self.params.preview_every.value
-            job = partial(segment_each, inputs, config, runtime, preview_every=preview_every)
+            job = partial(in_turn, [
+                image_job(name, source, config, runtime, preview_every=preview_every)
+                for name, source in sources.items()
+            ])
 
         elif mode == "reference":
             if not references:
                 raise ImageError("select at least one reference layer to train on.")
             config = self.params.config()
             training = [layer_image(layer) for layer in references]
+            targets = {name: np.asarray(source.data) for name, source in sources.items()}
             job = partial(fit_and_apply, training, targets, config, runtime)
 
         elif mode == "saved":
             path = Path(model_file) if model_file else None
             if path is None or not path.is_file():
                 raise FileNotFoundError(f"choose an existing model file (got {model_file}).")
+            targets = {name: np.asarray(source.data) for name, source in sources.items()}
             job = partial(apply_saved, path, targets, runtime)
 
         else:
             raise ValueError(f"unknown mode {mode!r}; choose 'each', 'reference' or 'saved'.")
-        outputs = {layer.name: add_output_layer(self._viewer, layer) for layer in images}
+        if self.controls.running:
+            raise RuntimeError("a run is already in progress; stop it first.")
+        outputs = {layer.name: add_output_layer(self._viewer, layer,
+                                                source=sources[layer.name])
+                   for layer in images}
+        inputs = {layer.name: layer for layer in images}
         labels = list(outputs.values())
         if self.objects.wanted if objects is None else objects:
-            targets = {}
+            targets_objects = {}
             for layer in images:
                 key = (layer.name, "objects")
-                outputs[key] = add_output_layer(self._viewer, layer, suffix="objects")
-                spacing = tuple(float(s) for s in layer.scale[-2:])
-                targets[layer.name] = (key, {"min_size": int(self.objects.min_size.value),
-                                             "spacing": spacing, "ndim": 2})
-            job = partial(with_objects, job, targets)
-        self.controls.start(job, outputs, f"batch of {len(images)} layer(s): starting")
+                source = sources[layer.name]
+                outputs[key] = add_output_layer(self._viewer, layer, suffix="objects",
+                                                source=source)
+                inputs[key] = layer
+                targets_objects[layer.name] = (key, {"min_size": int(self.objects.min_size.value),
+                                                     "spacing": source.scale, "ndim": 2})
+            job = partial(with_objects, job, targets_objects)
+        levels = [f"{name}: {source.note()}" for name, source in sources.items()
+                  if source.note()]
+        if levels:
+            notify_info("Multiscale layers are segmented at the finest level whose labels fit "
+                        "the memory budget: " + "; ".join(levels))
+        self.controls.start(job, outputs, f"batch of {len(images)} layer(s): starting",
+                            inputs=inputs)
         return labels
 
     def _on_run(self) -> None:
@@ -168,7 +217,8 @@ class BatchWidget(Container):
             )
 
     def _update_visibility(self) -> None:
+        """Show only the fields of the chosen mode (see `ParameterPanel.show_for`)."""
         mode = self.mode.value
         self.references.visible = mode == "reference"
         self.model_file.visible = mode == "saved"
-        self.params.visible = mode != "saved"
+        self.params.show_for(mode)

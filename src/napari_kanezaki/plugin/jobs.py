@@ -12,7 +12,7 @@ next check without predicting. torch is imported only when a job runs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Hashable, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ __all__ = [
     "Job",
     "segment_each",
     "segment_stack",
+    "in_turn",
     "fit_and_apply",
     "apply_saved",
 ]
@@ -260,6 +261,51 @@ def segment_stack(
     text = f"{name}: {top} labels" if top is not None else f"{name}: done"
     yield Update(total, total, text, key, labels)
     return JobResult(result.segmenter, result.stopped)
+
+
+#: Progress steps of one job of `in_turn` (each job's own steps are scaled to these).
+STEPS_PER_JOB = 1000
+
+
+def in_turn(jobs: Sequence[Callable[[threading.Event], Job]], stop: threading.Event) -> Job:
+    """Run several jobs one after the other, with one progress over all of them.
+
+    Each job's progress is scaled to `STEPS_PER_JOB` steps (the jobs may not know their
+    own total before they start). After a stop, no further job starts.
+
+    Parameters
+    ----------
+    jobs : sequence of callable
+        Jobs of this module taking the stop event (e.g. `functools.partial` objects).
+    stop : threading.Event
+        The run's stop event, passed to every job.
+
+    Yields
+    ------
+    Update
+
+    Returns
+    -------
+    JobResult
+        The last job's model; ``stopped`` when `stop` was set.
+    """
+    total = len(jobs) * STEPS_PER_JOB
+    result = JobResult(None, False)
+    for i, job in enumerate(jobs):
+        if stop.is_set():
+            break
+        generator = job(stop)
+        start = i * STEPS_PER_JOB
+        while True:
+            try:
+                update = next(generator)
+            except StopIteration as done:
+                result = done.value
+                break
+            fraction = min(1.0, update.step / update.total) if update.total else 0.0
+            step = start + round(fraction * STEPS_PER_JOB)
+            yield Update(step, total, update.text, update.key, update.labels)
+    return JobResult(result.segmenter, stop.is_set())
 
 
 def _spatial_shape_of(

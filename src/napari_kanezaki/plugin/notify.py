@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 
-__all__ = ["USER_ERRORS", "notify_error", "report_errors"]
+__all__ = ["USER_ERRORS", "notify_error", "notify_info", "report_errors"]
 
 #: Errors that describe a problem with the user's input; anything else is a bug and propagates.
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, RuntimeError, OSError)
@@ -22,6 +22,17 @@ def notify_error(error: BaseException) -> None:
         Typically a `ConfigError` or `ImageError` of the core, whose message says what to do.
     """
     show_error(str(error) or type(error).__name__)
+
+
+def notify_info(text: str) -> None:
+    """Show a line the user should know about a run (e.g. the level of a pyramid used).
+
+    Parameters
+    ----------
+    text : str
+        The message.
+    """
+    show_info(text)
 
 
 @contextmanager

@@ -51,6 +51,18 @@ _SECTION_FIELDS = {
 }
 _ADVANCED_SECTIONS = ("stop", "optimizer", "reference", "preprocessing")
 
+#: What a panel is used for (`ParameterPanel.show_for`): a single image (the Segment widget)
+#: and the batch widget's modes.
+MODES = ("image", "each", "reference", "saved")
+#: Settings that do not apply in a mode, hidden there: the reference-image mode's settings
+#: apply to it only, and it has no stop rule (a fixed number of updates per batch).
+_HIDDEN_FIELDS = {
+    "image": frozenset(_SECTION_FIELDS["reference"]),
+    "each": frozenset(_SECTION_FIELDS["reference"]),
+    "reference": frozenset(("max_iter", "min_labels", *_SECTION_FIELDS["stop"])),
+    "saved": frozenset(SETTINGS),
+}
+
 
 def setting_widget(setting: Setting, value: Any) -> Widget:
     """The widget of one setting: label, tooltip and range from its `Setting`.
@@ -139,15 +151,32 @@ class ParameterPanel(Container):
             choices=[("ST: similarity + continuity (TIP 2020)", "st"),
                      ("SP: superpixels (ICASSP 2018)", "sp")],
             value=method,
+            tooltip="ST: feature similarity + spatial continuity, takes scribbles (Kim, "
+            "Kanezaki & Tanaka 2020); SP: refines superpixels (Kanezaki 2018)",
         )
-        self.seed = SpinBox(name="seed", value=0, min=0, max=2**31 - 1)
-        self.device = ComboBox(name="device", choices=_device_choices, value="auto")
-        self.precision = ComboBox(name="precision", choices=list(PRECISIONS), value="auto")
+        self.seed = SpinBox(
+            name="seed", value=0, min=0, max=2**31 - 1,
+            tooltip="Seed of the network's initial weights: the same seed and settings give "
+            "the same result on the same device",
+        )
+        self.device = ComboBox(
+            name="device", choices=_device_choices, value="auto",
+            tooltip="Where the network runs: auto picks a GPU (CUDA, then Apple MPS) when "
+            "there is one, else the CPU",
+        )
+        self.precision = ComboBox(
+            name="precision", choices=list(PRECISIONS), value="auto",
+            tooltip="Arithmetic of the network: auto (bf16 where the device computes it fast, "
+            "else fp32), fp32 or bf16",
+        )
         self.preview_every = SpinBox(
             name="preview_every", value=10, min=0, max=10_000,
             tooltip="Update the result layer every N iterations (0: only at the end)",
         )
-        self.show_advanced = CheckBox(name="show_advanced", text="advanced settings", value=False)
+        self.show_advanced = CheckBox(
+            name="show_advanced", text="advanced settings", value=False,
+            tooltip="Show the stop rule, optimizer, preprocessing and precision settings",
+        )
         def section(name: str) -> list[Widget]:
             return [self.fields[n] for n in _SECTION_FIELDS[name]]
 
@@ -159,12 +188,18 @@ class ParameterPanel(Container):
         )
         advanced = [w for name in _ADVANCED_SECTIONS for w in section(name)]
         self.advanced = Container(widgets=[*advanced, self.precision, self.preview_every])
-        load = PushButton(name="load_settings", text="Load settings…")
-        save = PushButton(name="save_settings", text="Save settings…")
+        load = PushButton(name="load_settings", text="Load settings…",
+                          tooltip="Read the settings from a TOML or YAML config file")
+        save = PushButton(name="save_settings", text="Save settings…",
+                          tooltip="Write the settings to a TOML or YAML config file (for "
+                          "the command line or Python)")
         defaults_button = PushButton(
             name="restore_defaults", text="Restore defaults",
             tooltip="Back to the interactive preset, seed 0, automatic device and precision",
         )
+        self._files_row = Container(widgets=[load, save, defaults_button], layout="horizontal",
+                                    labels=False)
+        self._mode = "image"
         for group in (self.st_group, self.slic_group, self.felzenszwalb_group, self.sp_group,
                       self.advanced):
             group.margins = (0, 0, 0, 0)
@@ -179,8 +214,7 @@ class ParameterPanel(Container):
                 self.device,
                 self.show_advanced,
                 self.advanced,
-                Container(widgets=[load, save, defaults_button], layout="horizontal",
-                          labels=False),
+                self._files_row,
             ]
         )
         self.margins = (0, 0, 0, 0)
@@ -337,10 +371,34 @@ class ParameterPanel(Container):
         with report_errors():
             self.set_config(load_preset(self.preset.value, self.method.value))
 
+    def show_for(self, mode: str) -> None:
+        """Show only the settings that apply to `mode`.
+
+        Parameters
+        ----------
+        mode : {"image", "each", "reference", "saved"}
+            ``"image"`` (the Segment widget, the default) and ``"each"`` (a fresh model per
+            layer) hide the reference-image settings; ``"reference"`` (one model trained on
+            reference layers, a fixed number of updates) hides the iteration budget, the
+            label-count stop, the plateau stop and the preview; ``"saved"`` (a model file)
+            shows the device and precision only.
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+        self._mode = mode
+        self._update_visibility()
+
     def _update_visibility(self) -> None:
+        training = self._mode != "saved"
+        for widget in (self.method, self.preset, self.seed, self._files_row):
+            widget.visible = training
+        hidden = _HIDDEN_FIELDS[self._mode]
+        for name, widget in self.fields.items():
+            widget.visible = name not in hidden
+        self.preview_every.visible = self._mode in ("image", "each")
         is_st = self.method.value == "st"
-        self.st_group.visible = is_st
-        self.sp_group.visible = not is_st
+        self.st_group.visible = training and is_st
+        self.sp_group.visible = training and not is_st
         is_slic = self.fields["superpixel"].value == "slic"
         self.slic_group.visible = is_slic
         self.felzenszwalb_group.visible = not is_slic

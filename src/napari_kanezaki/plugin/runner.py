@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,16 @@ from napari.qt.threading import thread_worker
 from napari.utils import cancelable_progress, progress
 from qtpy.QtCore import QThreadPool, QTimer
 
-from napari_kanezaki.plugin.jobs import Job, JobResult, StopRequest, Update
+from napari_kanezaki.imaging.images import NormalizedImage, to_network_input
+from napari_kanezaki.imaging.tiles import default_memory_budget, fits_budget
+from napari_kanezaki.plugin.jobs import (
+    Job,
+    JobResult,
+    StopRequest,
+    Update,
+    segment_each,
+    segment_stack,
+)
 from napari_kanezaki.plugin.notify import notify_error, report_errors
 
 __all__ = [
@@ -39,6 +49,9 @@ __all__ = [
     "spatial_ndim",
     "layer_image",
     "layer_data",
+    "LayerInput",
+    "layer_input",
+    "image_job",
 ]
 
 MODEL_FILTER = "napari-kanezaki model (*.pt)"
@@ -82,12 +95,185 @@ def layer_data(layer: Image | Labels) -> Any:
     return np.array(data) if isinstance(data, np.ndarray) else data
 
 
+#: Bytes per pixel of the label image a run writes (int32).
+LABEL_BYTES = 4
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """What a run reads of an Image layer: the data of one resolution level, and where.
+
+    Attributes
+    ----------
+    data : array_like
+        A private NumPy copy of NumPy data, or lazy (dask, zarr) data as it is (only read).
+    rgb : bool
+        Whether the last axis of `data` is RGB(A).
+    level, levels : int
+        The multiscale level read (0 = finest) and the layer's number of levels (1 for a
+        layer that is not multiscale).
+    scale : tuple of float
+        World size of a pixel of `data` on every spatial axis: the layer's scale times the
+        level's downsampling.
+    channel_axis : int, optional
+        Axis of the channels of `data` (e.g. layers combined as channels; then `rgb` is
+        False).
+    """
+
+    data: Any
+    rgb: bool
+    level: int
+    levels: int
+    scale: tuple[float, ...]
+    channel_axis: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape of `data`."""
+        shape = tuple(int(n) for n in self.data.shape)
+        if self.channel_axis is not None:
+            axis = self.channel_axis % len(shape)
+            return shape[:axis] + shape[axis + 1:]
+        return shape[:-1] if self.rgb else shape
+
+    @property
+    def lazy(self) -> bool:
+        """True when `data` is not in memory (dask, zarr, ...)."""
+        return not isinstance(self.data, np.ndarray)
+
+    def note(self) -> str:
+        """``"level k of n (H x W)"`` for a multiscale layer, ``""`` otherwise."""
+        if self.levels == 1:
+            return ""
+        return f"level {self.level} of {self.levels} ({' x '.join(map(str, self.shape))})"
+
+    def resample(self, labels: np.ndarray) -> np.ndarray:
+        """Labels of the finest level's shape (e.g. scribbles) at this level, nearest pixel.
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+            Of the layer's full-resolution spatial shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            Of `shape` (the same array when the level is the finest).
+        """
+        if tuple(labels.shape) == self.shape:
+            return labels
+        index = np.ix_(*(
+            np.minimum((np.arange(n) * (full / n)).astype(np.intp), full - 1)
+            for n, full in zip(self.shape, labels.shape, strict=True)
+        ))
+        return labels[index]
+
+
+def layer_input(layer: Image, memory_budget: int | None = None) -> LayerInput:
+    """The data a run reads of an Image layer (a multiscale layer: its finest fitting level).
+
+    A multiscale (pyramid) layer is read at the finest level whose int32 label image fits
+    the memory budget, so that the result fits in memory; training and prediction on that
+    level then go through the same bounded-memory path as the Python API (`image_job`).
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        The input layer; it is never modified.
+    memory_budget : int, optional
+        Bytes (default: `imaging.tiles.default_memory_budget`).
+
+    Returns
+    -------
+    LayerInput
+    """
+    rgb = bool(getattr(layer, "rgb", False))
+    ndim = spatial_ndim(layer)
+    scale = tuple(float(s) for s in layer.scale[-ndim:])
+    if not getattr(layer, "multiscale", False):
+        data = layer.data
+        data = np.array(data) if isinstance(data, np.ndarray) else data
+        return LayerInput(data, rgb, 0, 1, scale)
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    levels = list(layer.data)
+    full = levels[0].shape[:ndim]
+
+    def pixels(array: Any) -> int:
+        return int(np.prod(array.shape[:ndim], dtype=np.int64))
+
+    fitting = [k for k, array in enumerate(levels) if pixels(array) * LABEL_BYTES <= budget]
+    level = fitting[0] if fitting else len(levels) - 1
+    data = levels[level]
+    data = np.array(data) if isinstance(data, np.ndarray) else data
+    factors = (f / n for f, n in zip(full, data.shape[:ndim], strict=True))
+    return LayerInput(data, rgb, level, len(levels),
+                      tuple(s * f for s, f in zip(scale, factors, strict=True)))
+
+
+def image_job(
+    key: Hashable,
+    source: LayerInput,
+    config: Any,
+    runtime: Mapping[str, Any],
+    *,
+    scribbles: np.ndarray | None = None,
+    preview_every: int = 10,
+    memory_budget: int | None = None,
+) -> Callable[[threading.Event], Job]:
+    """The job segmenting one 2-D image layer with a fresh model, as the Python API would.
+
+    An in-memory image whose training fits the memory budget trains whole and is predicted
+    with `Segmenter.predict` (`jobs.segment_each`, the published path); lazy data (dask,
+    zarr, a multiscale level) and images over the budget go through the engine of
+    `workflows.stacks.segment_iter` (`jobs.segment_stack`), which reads lazy data region by
+    region and, over the budget, trains on random crops and predicts exactly in tiles.
+    The Segment widget and the batch widget both call this.
+
+    Parameters
+    ----------
+    key : hashable
+        Output key of the labels.
+    source : LayerInput
+        The layer's data (`layer_input`), 2-D grey or RGB(A).
+    config : SPConfig or STConfig
+        Settings.
+    runtime : mapping
+        ``seed``, ``device`` and ``precision``.
+    scribbles : numpy.ndarray, optional
+        ST scribbles of the layer's full-resolution shape (resampled to the level read).
+    preview_every : int
+        Label previews every this many iterations.
+    memory_budget : int, optional
+        Bytes (default: `imaging.tiles.default_memory_budget`).
+
+    Returns
+    -------
+    callable
+        The job, taking the stop event.
+    """
+    if scribbles is not None:
+        scribbles = source.resample(scribbles)
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    if not source.lazy and fits_budget(source.shape, config.n_channels, budget):
+        data = source.data
+        if source.channel_axis is not None:
+            data = NormalizedImage(to_network_input(data, channel_axis=source.channel_axis))
+        images = {key: (data, scribbles)}
+        return partial(segment_each, images, config, runtime, preview_every=preview_every)
+    rgb = None if source.channel_axis is not None else source.rgb
+    return partial(segment_stack, key, source.data, config, runtime, stack_mode=None,
+                   scribbles=scribbles, rgb=rgb, channel_axis=source.channel_axis,
+                   memory_budget=budget, preview_every=preview_every)
+
+
 def spatial_ndim(layer: Image) -> int:
     """Spatial axes of an image layer (the RGB(A) axis excluded)."""
     return len(spatial_shape(layer))
 
 
-def add_output_layer(viewer: Any, image: Image, suffix: str = "segmentation") -> Labels:
+def add_output_layer(
+    viewer: Any, image: Image, suffix: str = "segmentation", source: LayerInput | None = None
+) -> Labels:
     """Add an empty Labels layer named ``"<image> <suffix>"`` aligned with `image`.
 
     The scale, translate and axis labels of `image` are copied.
@@ -99,16 +285,24 @@ def add_output_layer(viewer: Any, image: Image, suffix: str = "segmentation") ->
         The input; its scale and translate are copied.
     suffix : str
         Name suffix.
+    source : LayerInput, optional
+        The data the run reads of `image`: the layer gets its shape and pixel size (a
+        coarser level of a multiscale layer covers the same world extent). Default: the
+        layer's full resolution.
 
     Returns
     -------
     napari.layers.Labels
     """
     dtype = np.uint8 if suffix == "scribbles" else np.int32
+    shape = spatial_shape(image) if source is None else source.shape
+    scale = image.scale
+    if source is not None:
+        scale = (*tuple(image.scale)[: len(image.scale) - len(source.scale)], *source.scale)
     return viewer.add_labels(
-        np.zeros(spatial_shape(image), dtype=dtype),
+        np.zeros(shape, dtype=dtype),
         name=f"{image.name} {suffix}",
-        scale=image.scale,
+        scale=scale,
         translate=image.translate,
         axis_labels=tuple(image.axis_labels),
     )
@@ -141,6 +335,11 @@ def short_description(text: str, limit: int = DESCRIPTION_CHARS) -> str:
     return f"{text[:head]}…{text[len(text) - (limit - 1 - head):]}"
 
 
+def _unwrapped(layer: Any) -> Any:
+    """The layer itself: napari hands plugins its viewer and layers in proxies."""
+    return getattr(layer, "__wrapped__", layer)
+
+
 class _CancelableProgress(cancelable_progress):
     """A manually updated progress bar whose activity-dock Cancel button calls back at once.
 
@@ -157,11 +356,14 @@ class _CancelableProgress(cancelable_progress):
 
 
 class _Run:
-    """One started job: its stop request, worker, progress bar and output layers."""
+    """One started job: its stop request, worker, progress bar, input and output layers."""
 
-    def __init__(self, outputs: Mapping[Hashable, Labels]) -> None:
+    def __init__(
+        self, outputs: Mapping[Hashable, Labels], inputs: Mapping[Hashable, Any]
+    ) -> None:
         self.stop = StopRequest()
         self.outputs = dict(outputs)
+        self.inputs = dict(inputs)
         self.filled: set[Hashable] = set()
         self.worker: Any = None
         self.bar: progress | None = None
@@ -187,9 +389,19 @@ class RunControls(Container):
 
     def __init__(self, viewer: Any, on_run: Callable[[], None]) -> None:
         self._viewer = viewer
-        self.run_button = PushButton(name="run", text="Run")
-        self.stop_button = PushButton(name="stop", text=STOP_TEXT, enabled=False)
-        self.save_button = PushButton(name="save_model", text="Save model…", enabled=False)
+        self.run_button = PushButton(
+            name="run", text="Run",
+            tooltip="Start segmenting in the background; the result layer fills as it trains",
+        )
+        self.stop_button = PushButton(
+            name="stop", text=STOP_TEXT, enabled=False,
+            tooltip="Stop training now; the current image is still predicted",
+        )
+        self.save_button = PushButton(
+            name="save_model", text="Save model…", enabled=False,
+            tooltip="Write the last run's trained model to a .pt file (reuse it in the batch "
+            "dock's saved-model mode, the command line or Python)",
+        )
         super().__init__(
             widgets=[self.run_button, self.stop_button, self.save_button],
             layout="horizontal",
@@ -202,9 +414,13 @@ class RunControls(Container):
         self._detached: list[_Run] = []
         self._queue: deque[Callable[[], None]] = deque()
         self._draining = False
+        self._closed = False
         self.run_button.changed.connect(on_run)
         self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(self._ask_save)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        # Closing the viewer deletes the dock's Qt widgets: the run is abandoned first.
+        self.native.destroyed.connect(self._on_closed)
 
     @property
     def running(self) -> bool:
@@ -230,8 +446,14 @@ class RunControls(Container):
         job: Callable[[threading.Event], Job],
         outputs: Mapping[Hashable, Labels],
         description: str,
+        inputs: Mapping[Hashable, Any] | None = None,
     ) -> None:
         """Run ``job(stop_event)`` in a thread worker.
+
+        Removing an output layer from the viewer during the run drops its later labels;
+        removing an input layer removes the outputs made from it. A run left without
+        outputs is abandoned: the controls are idle at once and the worker ends at its next
+        check (see `jobs.StopRequest`).
 
         Parameters
         ----------
@@ -243,13 +465,15 @@ class RunControls(Container):
             from the viewer when the run is refused because another is going.
         description : str
             Initial text of the progress bar.
+        inputs : mapping, optional
+            Update key -> the input layer its output is made from.
         """
         if self.running:  # refused: the caller's fresh output layers go again
             for layer in outputs.values():
                 if layer in self._viewer.layers:
                     self._viewer.layers.remove(layer)
             raise RuntimeError("a run is already in progress; stop it first.")
-        run = _Run(outputs)
+        run = _Run(outputs, inputs or {})
         run.bar = _CancelableProgress(
             total=0,
             desc=short_description(description),
@@ -284,7 +508,7 @@ class RunControls(Container):
             self._stop_run(self._run)
 
     def _stop_run(self, run: _Run) -> None:
-        if run is not self._run or run.stopping:
+        if self._closed or run is not self._run or run.stopping:
             return
         run.stopping = True
         run.stop.set()
@@ -346,8 +570,8 @@ class RunControls(Container):
             run.bar.set_description("stopping…")
 
     def _on_update(self, run: _Run, update: Update) -> None:
-        if run is not self._run:
-            return  # detached: the outputs keep what they have
+        if self._closed or run is not self._run:
+            return  # detached or closed: the outputs keep what they have
         layer = run.outputs.get(update.key)
         if update.labels is not None and layer is not None:
             run.filled.add(update.key)
@@ -361,21 +585,57 @@ class RunControls(Container):
             bar.update(update.step - bar.n)
 
     def _on_returned(self, run: _Run, result: JobResult) -> None:
+        if self._closed:
+            return
         # A detached job's model is still welcome while no other run has started.
         if run is self._run or (run is self._last and self._run is None):
             self.result = result
             self.save_button.enabled = result.segmenter is not None
 
     def _on_errored(self, run: _Run, error: BaseException) -> None:
-        if run is self._run:
+        if run is self._run and not self._closed:
             notify_error(error)
 
     def _on_finished(self, run: _Run) -> None:
         run.finished = True
         if run in self._detached:
             self._detached.remove(run)
-        if run is self._run:
+        if run is self._run and not self._closed:
             self._release(run)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """Drop the outputs of a removed layer; abandon a run left without outputs."""
+        run = self._run
+        if run is None or self._closed:
+            return
+        layer = _unwrapped(event.value)
+        gone = [key for key, output in run.outputs.items() if _unwrapped(output) is layer]
+        gone += [key for key, source in run.inputs.items() if _unwrapped(source) is layer]
+        for key in gone:
+            output = run.outputs.pop(key, None)
+            run.filled.discard(key)
+            if output is not None and output in self._viewer.layers:
+                self._viewer.layers.remove(output)
+        if gone and not run.outputs and run is self._run:
+            self._abandon(run)
+
+    def _on_closed(self, *_args: Any) -> None:
+        """The dock is being deleted (viewer closed): abandon the run, touch no widget."""
+        self._closed = True
+        run, self._run = self._run, None
+        if run is not None:
+            run.stop.abandon()
+            if run.bar is not None:
+                run.bar.close()
+                run.bar = None
+
+    def _abandon(self, run: _Run) -> None:
+        """Stop waiting for a run whose results have nowhere to go; its thread ends soon."""
+        run.detached = True
+        run.stop.abandon()
+        if not run.finished:
+            self._detached.append(run)
+        self._release(run)
 
     def _detach(self, run: _Run) -> None:
         """Stop waiting for a stopped job that has not ended (its thread ends by itself)."""

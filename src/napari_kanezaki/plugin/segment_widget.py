@@ -28,17 +28,19 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 
-from napari_kanezaki.imaging.images import ImageError, NormalizedImage, to_network_input
+from napari_kanezaki.imaging.images import ImageError
 from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
-from napari_kanezaki.imaging.tiles import default_memory_budget, fits_budget
-from napari_kanezaki.plugin.jobs import Job, Update, segment_each, segment_stack
-from napari_kanezaki.plugin.notify import report_errors
+from napari_kanezaki.plugin.jobs import Job, Update, segment_stack
+from napari_kanezaki.plugin.notify import notify_info, report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
 from napari_kanezaki.plugin.runner import (
+    LayerInput,
     RunControls,
     add_output_layer,
+    image_job,
     layer_data,
     layer_image,
+    layer_input,
     spatial_ndim,
     spatial_shape,
     with_scrolling_settings,
@@ -123,7 +125,10 @@ class SegmentWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self.image = ComboBox(name="image", choices=self._image_choices)
+        self.image = ComboBox(
+            name="image", choices=self._image_choices,
+            tooltip="The Image layer to segment: 2-D grey or RGB, a stack or a volume",
+        )
         self.scribbles = ComboBox(
             name="scribbles",
             choices=self._scribble_choices,
@@ -139,8 +144,15 @@ class SegmentWidget(Container):
             "opened as several layers), used as additional channels; Ctrl/Shift-click to "
             "select several",
         )
-        new_scribbles = PushButton(name="new_scribbles", text="New scribble layer")
-        self.not_offered_label = Label(name="not_offered", label="")
+        new_scribbles = PushButton(
+            name="new_scribbles", text="New scribble layer",
+            tooltip="Add an empty Labels layer of the image's shape, ready to paint: paint "
+            "class 1, press 2 (or raise the label) for class 2, ...; then Run with ST",
+        )
+        self.not_offered_label = Label(
+            name="not_offered", label="",
+            tooltip="Layers of another shape than the image cannot be scribbles or channels",
+        )
         self.not_offered_label.native.setWordWrap(True)
         self.stack_mode = ComboBox(
             name="stack_mode",
@@ -327,13 +339,8 @@ class SegmentWidget(Container):
         preview_every = self.params.preview_every.value
         ndim = spatial_ndim(image)
         mode = None
-        # Over the memory budget a 2-D image takes random crops and tiles, as segment()
-        # and the CLI do with it; stacks and volumes go the same way with a stack mode.
-        over_budget = ndim == 2 and not fits_budget(spatial_shape(image), config.n_channels,
-                                                    default_memory_budget())
-        if ndim > 2 or over_budget:
-            if ndim > 2:
-                mode = stack_mode if stack_mode is not None else self.stack_mode.value
+        if ndim > 2:
+            mode = stack_mode if stack_mode is not None else self.stack_mode.value
             spacing = tuple(float(s) for s in image.scale[-ndim:]) if mode == "3d" else None
             job = partial(
                 segment_stack,
@@ -348,14 +355,17 @@ class SegmentWidget(Container):
                 spacing=spacing,
                 preview_every=preview_every,
             )
+            source = None
         else:
-            data = (
-                layer_image(image)
-                if combined is None
-                else NormalizedImage(to_network_input(combined, channel_axis=-1))
-            )
-            images = {image.name: (data, scribble_data)}
-            job = partial(segment_each, images, config, runtime, preview_every=preview_every)
+            # The Python API's path: in memory when it fits the memory budget, otherwise
+            # lazy reading, random crops and exact tiles; a pyramid's finest fitting level.
+            if combined is None:
+                source = layer_input(image)
+            else:
+                scale = tuple(float(s) for s in image.scale[-2:])
+                source = LayerInput(combined, False, 0, 1, scale, channel_axis=-1)
+            job = image_job(image.name, source, config, runtime, scribbles=scribble_data,
+                            preview_every=preview_every)
         if self.controls.running:
             raise RuntimeError("a run is already in progress; stop it first.")
         self._runs += 1
@@ -367,20 +377,31 @@ class SegmentWidget(Container):
         else:
             run_name = f" ({config.method.upper()}, run {self._runs})"
         outputs = {image.name: add_output_layer(self._viewer, image,
-                                                suffix=f"segmentation{run_name}")}
+                                                suffix=f"segmentation{run_name}", source=source)}
         if self.objects.wanted if objects is None else objects:
             object_ndim = 3 if mode == "3d" else 2
+            spacing = tuple(float(s) for s in image.scale[-object_ndim:])
+            if source is not None:
+                spacing = source.scale
+                if scribble_data is not None:
+                    scribble_data = source.resample(scribble_data)
             options = {
                 "scribbles": scribble_data,
                 "min_size": int(self.objects.min_size.value),
-                "spacing": tuple(float(s) for s in image.scale[-object_ndim:]),
+                "spacing": spacing,
                 "ndim": object_ndim,
             }
             key = (image.name, "objects")
             job = partial(with_objects, job, {image.name: (key, options)})
-            outputs[key] = add_output_layer(self._viewer, image, suffix=f"objects{run_name}")
+            outputs[key] = add_output_layer(self._viewer, image, suffix=f"objects{run_name}",
+                                            source=source)
         self._previous_outputs = list(outputs.values())
-        self.controls.start(job, outputs, f"{image.name}: starting")
+        note = source.note() if source is not None else ""
+        if note:
+            notify_info(f"{image.name}: multiscale layer, segmented at {note}, the finest "
+                        "level whose labels fit the memory budget")
+        self.controls.start(job, outputs, f"{image.name}: {note or 'starting'}",
+                            inputs={key: image for key in outputs})
         return outputs[image.name]
 
     def _on_run(self) -> None:
