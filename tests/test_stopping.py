@@ -24,17 +24,25 @@ def test_min_labels_and_budget():
     assert StopRule(max_iter=5, min_labels=3).update(2, count(3), labels) == "min_labels"
 
 
-def test_plateau_needs_consecutive_stable_iterations():
-    rule = StopRule(max_iter=100, min_labels=1, plateau_iter=3, plateau_tol=0.1)
+def test_plateau_is_the_median_iteration_of_a_full_window():
     a = torch.zeros(10, 10, dtype=torch.int64)
     b = a.clone()
     b[0, :5] = 1  # 5 % of the pixels change: within the tolerance
     c = a.clone()
     c[:5] = 2  # 50 % change: not stable
-    # iteration 1 has no predecessor; 2, 3 stable; 4 unstable; 5, 6, 7 stable -> stop at 7
-    sequence = [a, b, b, c, c, c, c]
-    reasons = [rule.update(i, count(2), x) for i, x in enumerate(sequence, start=1)]
-    assert reasons == ["", "", "", "", "", "", "plateau"]
+
+    def reasons(sequence, window=3):
+        rule = StopRule(max_iter=100, min_labels=1, plateau_iter=window, plateau_tol=0.05)
+        return [rule.update(i, count(2), x) for i, x in enumerate(sequence, start=1)]
+
+    # iteration 1 has no predecessor: the window of 3 changes is full at iteration 4
+    assert reasons([a, b, b, b]) == ["", "", "", "plateau"]
+    # one flip (to c and back: two large changes) in a window of 5 does not keep the run
+    # going ...
+    assert reasons([a, a, c, a, a, a], window=5) == ["", "", "", "", "", "plateau"]
+    # ... but a run changing more than the tolerance in most iterations goes on
+    assert reasons([a, c, a, c, a, a, a, a]) == ["", "", "", "", "", "", "plateau", "plateau"]
+    assert reasons([a, c, a, c, a, c]) == [""] * 6
 
 
 def test_plateau_requires_the_same_label_count():

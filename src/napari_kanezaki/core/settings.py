@@ -208,11 +208,12 @@ _TABLE = (
     _int("min_size", "min. superpixel size", "SP, Felzenszwalb: smallest superpixel in "
          "pixels", "felzenszwalb", 0, published="FZ_MIN_SIZE"),
     # -- early stop -------------------------------------------------------------------------
-    _int("plateau_iter", "stop when stable for", "optional early stop after this many "
-         "stable iterations (0 = off, the papers)", "stop", 0),
+    _int("plateau_iter", "stop when stable for", "optional early stop once the label count "
+         "has not changed for this many iterations and they are stable (0 = off, the "
+         "papers)", "stop", 0),
     _float("plateau_tol", "stable: pixels changing", "plateau stop: largest fraction of "
-           "pixels that may change label in a stable iteration", "stop", 0.0, 4, 0.001,
-           high=1.0),
+           "pixels changing label in the median iteration of the plateau window", "stop",
+           0.0, 4, 0.001, high=1.0),
     # -- optimizer --------------------------------------------------------------------------
     Setting("optimizer", str, "optimizer", "optimizer: sgd (papers), adam or asgd",
             "optimizer", choices=("sgd", "adam", "asgd"), published="OPTIMIZER"),

@@ -4,8 +4,11 @@ The published rule stops after the iteration whose argmax (taken before that ite
 update) has at most ``min_labels`` distinct labels, or after ``max_iter`` iterations. In
 practice the label count often settles above ``min_labels`` and the budget is spent on
 iterations that change almost nothing. The optional plateau rule stops once the label image
-has been stable for ``plateau_iter`` consecutive iterations: the label count unchanged and
-at most a fraction ``plateau_tol`` of the pixels changing label per iteration.
+has been stable over the last ``plateau_iter`` iterations: the label count unchanged, and
+in the median iteration of that window at most a fraction ``plateau_tol`` of the pixels
+changing label. The median (not every iteration) makes the rule robust to the isolated
+iterations in which a training run briefly flips a large region and flips it back: those
+kept runs going for the whole budget when every iteration had to be stable.
 
 On a GPU, reading the label count back to the host every iteration would stall the device;
 `StopRule` therefore reads it every ``check_every`` iterations only (1 on the CPU, where the
@@ -31,9 +34,11 @@ class StopRule:
     min_labels : int
         Stop when the label count is at most this (0 disables the rule).
     plateau_iter : int
-        Stop after this many consecutive stable iterations (0 disables the rule).
+        Length of the plateau window: stop once the label count has not changed for this
+        many iterations and the median iteration of the window changed at most
+        `plateau_tol` of the pixels (0 disables the rule).
     plateau_tol : float
-        Largest fraction of pixels that may change label in a stable iteration.
+        Largest fraction of pixels changing label in the window's median iteration.
     check_every : int
         Read device values (label count, changed pixels) every this many iterations.
     """
@@ -54,7 +59,11 @@ class StopRule:
         # Last labels and label count of every input (key): a run over several inputs in
         # turn compares each input's labels with its own previous ones.
         self._previous: dict[Hashable, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._stable = torch.zeros((), dtype=torch.int64)
+        # Iterations in a row with an unchanged label count, and the fraction of pixels
+        # that changed label in each of the last `plateau_iter` of them (a ring buffer).
+        self._same_count = torch.zeros((), dtype=torch.int64)
+        self._changed = torch.zeros(max(plateau_iter, 1), dtype=torch.float32)
+        self._compared = 0
 
     def update(
         self,
@@ -86,7 +95,7 @@ class StopRule:
         if iteration % self.check_every == 0 or iteration == self.max_iter:
             if int(n_labels) <= self.min_labels:
                 return "min_labels"
-            if self.plateau_iter and int(self._stable) >= self.plateau_iter:
+            if self.plateau_iter and self._on_plateau():
                 return "plateau"
         return "max_iter" if iteration >= self.max_iter else ""
 
@@ -100,14 +109,25 @@ class StopRule:
 
     def _track_plateau(self, n_labels: torch.Tensor, channels: torch.Tensor,
                        key: Hashable) -> None:
-        """Count consecutive stable iterations on the device, without reading it back."""
+        """Record the change from the previous labels on the device, without reading it."""
         if key in self._previous:
             previous, previous_count = self._previous[key]
-            changed = torch.count_nonzero(channels != previous)
-            stable = (changed <= self.plateau_tol * channels.numel()) & (
-                n_labels == previous_count
-            )
-            self._stable = torch.where(stable, self._stable.to(stable.device) + 1, 0)
+            changed = torch.count_nonzero(channels != previous).float() / channels.numel()
+            device = changed.device
+            if self._changed.device != device:
+                self._changed = self._changed.to(device)
+                self._same_count = self._same_count.to(device)
+            self._changed[self._compared % self.plateau_iter] = changed
+            self._compared += 1
+            self._same_count = torch.where(n_labels == previous_count,
+                                           self._same_count + 1, 0)
         # A fresh tensor every iteration, never modified; small ints when kept for long.
         kept = channels if key is None else channels.to(torch.int32)
         self._previous[key] = (kept, n_labels)
+
+    def _on_plateau(self) -> bool:
+        """Whether the last `plateau_iter` iterations form a plateau (reads the device)."""
+        if int(self._same_count) < self.plateau_iter:
+            return False
+        # float32 fractions: allow their rounding (5/100 is 0.0500000007 in float32).
+        return float(self._changed.median()) <= self.plateau_tol * (1 + 1e-6)
