@@ -264,14 +264,16 @@ def test_runs_replace_the_previous_result_unless_asked_to_keep_it(widget, viewer
 
 def test_docks_fit_a_1000_pixel_screen_with_every_section_open(widget, viewer, qtbot):
     _, batch = viewer.window.add_plugin_dock_widget("napari-kanezaki", "Segment layers (batch)")
-    for dock in (widget, batch):
+    for dock, modes in ((widget, [None]), (batch, ["each", "reference", "saved"])):
         dock.params.show_advanced.value = True
         dock.params.method.value = "sp"
-        if hasattr(dock, "objects"):
-            dock.objects.enabled_box.value = True
-        qtbot.wait(50)
-        assert dock.native.sizeHint().height() <= 1000
-        assert dock.native.minimumSizeHint().height() <= 300
+        dock.objects.enabled_box.value = True
+        for mode in modes:
+            if mode is not None:
+                batch.mode.value = mode
+            qtbot.wait(50)
+            assert dock.native.sizeHint().height() <= 1000
+            assert dock.native.minimumSizeHint().height() <= 300
         # the Run/Stop row is outside the scroll area: always in the dock
         assert dock.controls.native.parent() is dock.native
 

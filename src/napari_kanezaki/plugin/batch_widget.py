@@ -10,6 +10,13 @@ Three modes, each a job of `_jobs`:
 With "objects" checked (any mode), each layer also gets ``"<image> objects"``, the objects of
 its final labels (`segment_widget.with_objects`).
 
+The dock offers the 2-D Image layers (grey or RGB) and starts with all of them selected (new
+ones join the selection until the user changes it); it shows only the settings of the chosen
+mode (`ParameterPanel.show_for`). Every layer is read as `runner.layer_input` reads it: a
+pyramid at its finest level whose labels fit the memory budget (said in a notification); in
+the ``"each"`` mode each layer then takes the Python API's path (`runner.image_job`: lazy
+reading, random crops and exact tiles over the budget).
+
 Importing this module does not import torch.
 """
 

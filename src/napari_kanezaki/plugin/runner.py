@@ -10,6 +10,14 @@ Stop answers within a second whatever the job is doing: it disables itself and s
 check (and predict its current image), and otherwise detaches the worker: the controls go
 back to idle, the outputs keep the labels they have, and whatever the worker still sends is
 ignored (it only ends its thread, at its next check; see `jobs.StopRequest`).
+
+Removing a run's output layer, or its input layer (which takes its outputs along), and
+closing the viewer abandon the run the same way when it has no output left: no traceback,
+idle controls, the worker ends at its next check, no empty layer or progress bar remains.
+
+`layer_input` and `image_job` are the one path of a 2-D layer in both docks: a pyramid's
+finest level whose labels fit the memory budget; in memory when training fits the budget,
+otherwise the Python API's engine (lazy reading, random crops, exact tiled prediction).
 """
 
 from __future__ import annotations

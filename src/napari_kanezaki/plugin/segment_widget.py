@@ -2,8 +2,11 @@
 
 A thin magicgui `Container` over the core: it collects an image, optional extra channel
 layers (e.g. the layers napari makes of a multichannel file opened with ``channel_axis``),
-an optional scribble Labels layer and the settings of a `ParameterPanel`, and runs
-`_jobs.segment_each` (or `_jobs.segment_stack`) in a thread worker through `RunControls`.
+an optional scribble Labels layer and the settings of a `ParameterPanel`, and runs a job in
+a thread worker through `RunControls`: a 2-D layer the way `runner.image_job` chooses (the
+batch dock's path too: in memory when it fits the memory budget, otherwise lazy reading,
+random crops and exact tiles; a pyramid at its finest level whose labels fit), a stack or
+volume with `jobs.segment_stack`.
 With "objects" on, the job is wrapped by `with_objects`, which turns the final class labels
 into instance labels (`imaging.objects.to_objects`) for a second Labels layer.
 Importing this module does not import torch.
@@ -147,7 +150,7 @@ class SegmentWidget(Container):
         new_scribbles = PushButton(
             name="new_scribbles", text="New scribble layer",
             tooltip="Add an empty Labels layer of the image's shape, ready to paint: paint "
-            "class 1, press 2 (or raise the label) for class 2, ...; then Run with ST",
+            "class 1, then raise the label ('=' key) for class 2, ...; then Run with ST",
         )
         self.not_offered_label = Label(
             name="not_offered", label="",
