@@ -4,6 +4,8 @@ tooltip on every control of both docks."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -193,3 +195,30 @@ def test_every_control_of_both_docks_has_a_tooltip(viewer, dock_name):
     assert not missing, missing
     # what Qt shows on hover is the same text
     assert all(w.native.toolTip() for w in widgets)
+
+
+# -- several layers in turn ---------------------------------------------------------------
+def test_jobs_in_turn_share_one_progress_and_stop_between_jobs():
+    import threading
+
+    from napari_kanezaki.plugin.jobs import JobResult, Update, in_turn
+
+    started: list[str] = []
+
+    def job(name: str, n: int, stop: threading.Event):
+        started.append(name)
+        for step in range(1, n + 1):
+            yield Update(step, n, f"{name} {step}", name)
+        return JobResult(None, stop.is_set())
+
+    stop = threading.Event()
+    updates = list(in_turn([partial(job, "a", 4), partial(job, "b", 4)], stop))
+    assert [(u.step, u.total) for u in updates] == [(i, 8) for i in range(1, 9)]
+    assert [u.key for u in updates] == ["a"] * 4 + ["b"] * 4
+
+    started.clear()
+    runner = in_turn([partial(job, "a", 4), partial(job, "b", 4)], stop)
+    next(runner)
+    stop.set()  # during the first job: it goes on to its end, the second never starts
+    rest = list(runner)
+    assert started == ["a"] and [u.key for u in rest] == ["a"] * 3

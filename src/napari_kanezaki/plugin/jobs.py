@@ -263,15 +263,12 @@ def segment_stack(
     return JobResult(result.segmenter, result.stopped)
 
 
-#: Progress steps of one job of `in_turn` (each job's own steps are scaled to these).
-STEPS_PER_JOB = 1000
-
-
 def in_turn(jobs: Sequence[Callable[[threading.Event], Job]], stop: threading.Event) -> Job:
     """Run several jobs one after the other, with one progress over all of them.
 
-    Each job's progress is scaled to `STEPS_PER_JOB` steps (the jobs may not know their
-    own total before they start). After a stop, no further job starts.
+    Steps count in the jobs' own units (training updates, tiles); a job's total is known
+    only once it runs, so the total assumes that the jobs still to come are as long as the
+    current one (exact for layers of one size). After a stop, no further job starts.
 
     Parameters
     ----------
@@ -289,22 +286,24 @@ def in_turn(jobs: Sequence[Callable[[threading.Event], Job]], stop: threading.Ev
     JobResult
         The last job's model; ``stopped`` when `stop` was set.
     """
-    total = len(jobs) * STEPS_PER_JOB
     result = JobResult(None, False)
+    done = total = 0
     for i, job in enumerate(jobs):
         if stop.is_set():
             break
         generator = job(stop)
-        start = i * STEPS_PER_JOB
+        length = 0
         while True:
             try:
                 update = next(generator)
-            except StopIteration as done:
-                result = done.value
+            except StopIteration as finished:
+                result = finished.value
                 break
-            fraction = min(1.0, update.step / update.total) if update.total else 0.0
-            step = start + round(fraction * STEPS_PER_JOB)
-            yield Update(step, total, update.text, update.key, update.labels)
+            if update.total:
+                length = update.total
+                total = done + length * (len(jobs) - i)
+            yield Update(done + update.step, total, update.text, update.key, update.labels)
+        done += length
     return JobResult(result.segmenter, stop.is_set())
 
 
