@@ -18,8 +18,10 @@ An image or volume whose network working set exceeds a memory budget is
    image: the stitched argmax equals the untiled one (up to float rounding) and has no seams.
    Labels are numbered once over the whole image (largest segment first) in a second pass.
 
-The input is only ever read region by region (see `ImageSource`; tile geometry in `imaging.tiles`), so dask and zarr data are
-never loaded whole; the output can be a zarr array on disk.
+The input is only ever read region by region (see `ImageSource`; tile geometry in
+`imaging.tiles`), so dask and zarr data are never loaded whole; the output can be a zarr
+array on disk. Every entry point calls `imaging.tiles.bound_heap`, so that the blocks of
+crops and tiles freed go back to the system instead of piling up as heap fragments.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 
 from napari_kanezaki.core.config import SPConfig
 from napari_kanezaki.imaging.images import ImageError, segment_numbering
-from napari_kanezaki.imaging.tiles import Source, Tile
+from napari_kanezaki.imaging.tiles import Source, Tile, bound_heap
 
 if TYPE_CHECKING:
     from napari_kanezaki.core.segmenter import Segmenter, TrainingState
@@ -80,6 +82,7 @@ def train_on_crops(
     from napari_kanezaki.core.training import batch_superpixels, scribble_classes
     from napari_kanezaki.imaging.images import prepare_scribbles
 
+    bound_heap()
     cfg = segmenter.config
     shape = tuple(source.spatial_shape)
     crop = tuple(int(c) for c in crop_shape)
@@ -163,6 +166,7 @@ def fix_batchnorm_statistics(
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
+    bound_heap()
     model = segmenter.model
     assert model is not None
     layers = model.layers
@@ -229,6 +233,7 @@ def predict_tiles(
 
     from napari_kanezaki.core.training import predicted_channels
 
+    bound_heap()
     model = segmenter.model
     assert model is not None
     n_channels = segmenter.config.n_channels
