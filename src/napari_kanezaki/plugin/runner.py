@@ -662,15 +662,15 @@ class RunControls(Container):
         if run.bar is not None:
             run.bar.close()
             run.bar = None
+        self._run = None  # first: the removals below are not the user's (`_on_layer_removed`)
         if remove:
             self._remove_unfilled(run)
-        self._run = None
         self.run_button.enabled = True
         self.stop_button.enabled = False
         self.stop_button.text = STOP_TEXT
 
     def _remove_unfilled(self, run: _Run) -> None:
         """Remove the output layers of `run` that never received labels."""
-        for key, layer in run.outputs.items():
+        for key, layer in list(run.outputs.items()):
             if key not in run.filled and layer in self._viewer.layers:
                 self._viewer.layers.remove(layer)
