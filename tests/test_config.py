@@ -125,7 +125,7 @@ def write_presets() -> None:
             path.write_text(preset_text(load_preset(name, method), title), encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", ["interactive", "paper", "seed"])
+@pytest.mark.parametrize("name", ["interactive", "paper", "seed", "microscopy"])
 @pytest.mark.parametrize("method", ["sp", "st"])
 def test_shipped_presets_are_preset_text_of_their_values(name, method):
     from napari_kanezaki.core.config import load_preset, preset_path, preset_text
@@ -142,6 +142,8 @@ def test_shipped_presets_are_preset_text_of_their_values(name, method):
         assert "the publications' defaults" in first_line
     elif name == "interactive":
         assert "for a person waiting on a result" in first_line
+    elif name == "microscopy":
+        assert "cells between stained membranes" in first_line
     else:
         assert "the seed project's values" in first_line
 

@@ -5,11 +5,13 @@ counts and measures objects. `to_objects` turns a class label image into instanc
 
 1. **Background.** Every class is foreground except the background class(es), chosen
    (a) explicitly (``background=`` one id or several, e.g. the background and a membrane
-   class), else (b) from scribbles: the class under most of the pixels painted with
-   scribble label 1 ("paint the background with label 1"), else (c) automatically: the
-   class covering the largest share of the image border (ties: the larger class, then the
-   smaller id). Label 0 (pixels the segmentation left out, e.g. a cropped bar) is always
-   background.
+   class), or ``background="membranes"`` for cells between stained membranes: the thinnest
+   of the classes whose largest connected region spans the largest box (the membrane
+   network reaches across the image, the cells are cut apart by it), else (b) from scribbles: the class under most of the
+   pixels painted with scribble label 1 ("paint the background with label 1"), else (c)
+   automatically: the class covering the largest share of the image border (ties: the
+   larger class, then the smaller id). Label 0 (pixels the segmentation left out, e.g. a
+   cropped bar) is always background.
 2. **Objects.** The connected components (face connectivity) of the foreground, all
    foreground classes merged: a cell whose nucleus, cytoplasm or rim came out as classes
    of their own is one object. With ``per_class=True`` each foreground class has its own
@@ -20,14 +22,20 @@ counts and measures objects. `to_objects` turns a class label image into instanc
    maxima that rise at least `SEED_DEPTH` (one pixel) above the pass to a higher one
    (h-maxima: a plateau or a ridge is one seed, a wobble of a noisy edge none), at least
    `min_distance` apart (of two closer ones the lower is dropped).
-4. Objects smaller than `min_size` pixels/voxels are removed; the rest is numbered 1..N in
-   raster order of each object's first pixel, so the numbering is deterministic.
+4. Objects smaller than `min_size` pixels/voxels are removed.
+5. Optionally (``fill``) the background pixels near objects join the nearest object: for
+   cells between membranes, the membrane class (the background) is shared out among the
+   cells on either side, and dark specks inside a cell (organelles that came out as the
+   membrane class) become part of it.
+6. The objects are numbered 1..N in raster order of each object's first pixel, so the
+   numbering is deterministic.
 
 Pure NumPy/SciPy/scikit-image, no torch; SciPy and scikit-image load at the first call.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,7 +43,9 @@ import numpy as np
 __all__ = [
     "DEFAULT_MIN_DISTANCE",
     "DEFAULT_MIN_SIZE",
+    "MEMBRANES",
     "choose_background",
+    "membrane_class",
     "to_objects",
 ]
 
@@ -50,11 +60,14 @@ DEFAULT_MIN_DISTANCE = 5.0
 #: above the pass to a higher one to seed an object of its own.
 SEED_DEPTH = 1.0
 
+#: The `background` value that chooses the membrane class (see `membrane_class`).
+MEMBRANES = "membranes"
+
 
 def to_objects(
     labels: np.ndarray,
     *,
-    background: int | Sequence[int] | None = None,
+    background: int | Sequence[int] | str | None = None,
     scribbles: np.ndarray | None = None,
     per_class: bool = False,
     min_size: int = DEFAULT_MIN_SIZE,
@@ -62,6 +75,7 @@ def to_objects(
     min_distance: float = DEFAULT_MIN_DISTANCE,
     spacing: Sequence[float] | None = None,
     ndim: int | None = None,
+    fill: float = 0.0,
 ) -> np.ndarray:
     """Instance labels (objects) from a class label image.
 
@@ -70,9 +84,11 @@ def to_objects(
     labels : array_like of int
         Class labels, 2-D ``(Y, X)`` or 3-D ``(Z, Y, X)`` (or a stack of those, see
         `ndim`). Never modified. Label 0 is always background.
-    background : int or sequence of int, optional
-        The background class id(s); every other class is foreground. Default: from
-        `scribbles`, else the automatic rule (see `choose_background`).
+    background : int or sequence of int or "membranes", optional
+        The background class id(s); every other class is foreground. ``"membranes"``: the
+        membranes of cells between stained membranes (EM, membrane-stained tissue), chosen
+        per image by `membrane_class`. Default: from `scribbles`, else the automatic rule (see
+        `choose_background`).
     scribbles : array_like of int, optional
         Scribbles of `labels`' shape (0 = not painted). The class under most of the pixels
         painted with label 1 is the background ("paint the background with label 1").
@@ -102,6 +118,12 @@ def to_objects(
         then be 2 or 3). Leading axes (planes, time points) are handled one by one, each
         with its own background choice; the ids continue from one to the next, so every
         object of the array has its own id.
+    fill : float
+        Background pixels (of the background classes; label 0 stays 0) at most this far
+        from an object join the nearest one, in pixels of the finest axis (physical with
+        `spacing`); 0 (default) leaves the background alone, ``numpy.inf`` shares all of
+        it out, so that the objects tile the image (cells between membranes, whose
+        membranes belong to the cells).
 
     Returns
     -------
@@ -136,6 +158,8 @@ def to_objects(
     scale = _relative_spacing(spacing, ndim)
     if not min_distance > 0:
         raise ValueError(f"min_distance must be positive, got {min_distance}.")
+    if not fill >= 0:
+        raise ValueError(f"fill must be 0 (off), a positive distance or inf, got {fill}.")
     marks = None
     if scribbles is not None and background is None:
         marks = np.asarray(scribbles)
@@ -143,21 +167,62 @@ def to_objects(
             raise ValueError(
                 f"scribbles have shape {marks.shape} but the labels {array.shape}."
             )
-    explicit = None if background is None else np.atleast_1d(background).astype(np.int64)
+    membranes = isinstance(background, str)
+    if membranes and background != MEMBRANES:
+        raise ValueError(f"background must be class id(s) or {MEMBRANES!r}, got {background!r}.")
+    explicit = (None if background is None or membranes
+                else np.atleast_1d(background).astype(np.int64))
     out = np.zeros(array.shape, np.int32)
     offset = 0
     for lead in np.ndindex(*array.shape[: array.ndim - ndim]):
         block = array[lead]
-        if explicit is None:
+        if membranes:
+            bg = [membrane_class(block)]
+        elif explicit is None:
             bg = [choose_background(block, None if marks is None else marks[lead])]
         else:
             bg = list(explicit)
         objects = _block_objects(block, bg, per_class, min_size, split_touching, scale,
                                  min_distance)
+        if fill > 0:
+            objects = _fill(objects, block != 0, fill, scale)
         n = int(objects.max(initial=0))
         out[lead] = np.where(objects > 0, objects + offset, 0)
         offset += n
     return out
+
+
+def membrane_class(labels: np.ndarray) -> int:
+    """The membrane class of cells between stained membranes: a thin network through the image.
+
+    Parameters
+    ----------
+    labels : array_like of int
+        Class labels, 2-D or 3-D (0 is ignored).
+
+    Returns
+    -------
+    int
+        Of the classes whose largest connected region (face connectivity) spans the
+        largest box (the membrane network reaches across the image, a cell does not), the
+        thinnest: the smallest mean distance of its pixels to the class's edge (ties: the
+        smaller id). 0 when `labels` holds only 0.
+    """
+    from scipy import ndimage as ndi
+
+    array = np.asarray(labels)
+    best, best_key = 0, None
+    for value in np.unique(array[array != 0]):
+        mask = array == value
+        regions, _ = ndi.label(mask)
+        largest = int(np.argmax(np.bincount(regions.ravel())[1:])) + 1
+        box = ndi.find_objects(regions)[largest - 1]
+        extent = math.prod(s.stop - s.start for s in box)
+        thickness = float(ndi.distance_transform_edt(mask)[mask].mean())
+        key = (-extent, thickness)
+        if best_key is None or key < best_key:
+            best, best_key = int(value), key
+    return best
 
 
 def choose_background(labels: np.ndarray, scribbles: np.ndarray | None = None) -> int:
@@ -214,6 +279,18 @@ def _relative_spacing(spacing: Sequence[float] | None, ndim: int) -> np.ndarray:
             f"{tuple(spacing)}."
         )
     return scale / scale.min()
+
+
+def _fill(objects: np.ndarray, allowed: np.ndarray, distance: float,
+          scale: np.ndarray) -> np.ndarray:
+    """Background pixels of `allowed` within `distance` of an object join the nearest one."""
+    from skimage.segmentation import expand_labels
+
+    if not objects.any():
+        return objects
+    grown = expand_labels(objects, distance=min(distance, float(np.sum(
+        np.asarray(objects.shape) * scale))), spacing=scale)
+    return _relabel(np.where(allowed, grown, objects), 1)  # first pixels moved: renumber
 
 
 def _block_objects(

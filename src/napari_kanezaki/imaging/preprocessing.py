@@ -175,7 +175,10 @@ def preprocess(array: np.ndarray, config: Any) -> tuple[np.ndarray, Geometry]:
     Parameters
     ----------
     array : numpy.ndarray
-        float32 ``(C, H, W)`` in [0, 1] (see `images.to_network_input`).
+        float32 ``(C, H, W)`` in [0, 1] (see `images.to_network_input`), or a volume
+        ``(C, *lead, H, W)``: then the steps that keep the shape (``median_blur``,
+        ``clahe``) run on every ``(H, W)`` plane alone, and ``crop_bottom`` or
+        ``resize_multiple`` raise `ImageError`.
     config : SPConfig or STConfig
         Reads ``crop_bottom``, ``median_blur``, ``resize_multiple``, ``clahe``,
         ``clahe_clip``, ``clahe_tiles`` and ``augment_clahe`` (which replaces ``clahe``: the
@@ -193,10 +196,12 @@ def preprocess(array: np.ndarray, config: Any) -> tuple[np.ndarray, Geometry]:
     if not is_active(config):
         return array, Geometry(spatial, 0, spatial)
     if array.ndim != 3:
+        if array.ndim > 3 and not config.crop_bottom and not config.resize_multiple:
+            return _preprocess_planes(array, config), Geometry(spatial, 0, spatial)
         raise ImageError(
-            f"preprocessing (crop_bottom, resize_multiple, clahe, median_blur) works on 2-D "
-            f"images; this input has spatial shape {spatial}. Turn it off (set these to "
-            "0/false) or segment the planes one by one."
+            f"crop_bottom and resize_multiple work on 2-D images; this input has spatial "
+            f"shape {spatial}. Turn them off (set them to 0) or segment the planes one by "
+            "one."
         )
     out = crop_bottom(array, config.crop_bottom)
     out = median_blur(out, config.median_blur)
@@ -206,6 +211,18 @@ def preprocess(array: np.ndarray, config: Any) -> tuple[np.ndarray, Geometry]:
     return np.ascontiguousarray(out, dtype=np.float32), Geometry(
         spatial, int(config.crop_bottom), tuple(out.shape[1:])
     )
+
+
+def _preprocess_planes(array: np.ndarray, config: Any) -> np.ndarray:
+    """The shape-keeping steps (median blur, CLAHE) on every plane of ``(C, *lead, H, W)``."""
+    out = np.empty(array.shape, np.float32)
+    for lead in np.ndindex(*array.shape[1:-2]):
+        index = (slice(None), *lead)
+        plane = median_blur(array[index], config.median_blur)
+        if config.clahe and not getattr(config, "augment_clahe", False):
+            plane = clahe(plane, config.clahe_clip, config.clahe_tiles)
+        out[index] = plane
+    return out
 
 
 def prepare_network_input(
