@@ -148,11 +148,13 @@ def test_shipped_presets_are_preset_text_of_their_values(name, method):
         assert "the seed project's values" in first_line
 
 
-def test_interactive_presets_are_the_papers_with_the_plateau_stop():
+def test_interactive_presets_are_the_papers_with_the_plateau_stop_and_48_channels():
     from napari_kanezaki.core.config import load_preset
 
-    assert load_preset("interactive", "sp") == SPConfig(plateau_iter=20, n_segments=0)
-    assert load_preset("interactive", "st") == STConfig(plateau_iter=20, painted_only=True)
+    assert load_preset("interactive", "sp") == SPConfig(plateau_iter=20, n_segments=0,
+                                                        n_channels=48)
+    assert load_preset("interactive", "st") == STConfig(plateau_iter=20, painted_only=True,
+                                                        n_channels=48)
 
 
 def test_automatic_superpixel_count_follows_the_image_size():
