@@ -202,3 +202,54 @@ def test_two_concurrent_runs_into_one_folder_segment_each_image_once(second, tmp
     for name in names:
         assert (out / f"{name}_labels.tif").exists()
     assert not list(out.glob(".*"))  # no claims, no temporary files left
+
+
+# -- the memory budget: peak memory above the interpreter's baseline -----------------------------
+def test_the_fixed_part_of_a_budget_counts_input_labels_and_runtime(tmp_path):
+    from napari_kanezaki.imaging.sources import ImageSource
+    from napari_kanezaki.imaging.tiles import RUNTIME_BYTES, fixed_bytes, network_budget
+
+    image = np.zeros((100, 200, 3), np.uint8)
+    source = ImageSource(image)
+    assert fixed_bytes(source, labels_in_memory=True) == RUNTIME_BYTES + image.nbytes + 4 * 20_000
+    assert fixed_bytes(source, labels_in_memory=False) == RUNTIME_BYTES + image.nbytes
+    np.save(tmp_path / "x.npy", image)
+    mapped = ImageSource(np.load(tmp_path / "x.npy", mmap_mode="r")[10:])  # read on demand
+    assert fixed_bytes(mapped, labels_in_memory=False) == RUNTIME_BYTES
+    budget = 2**30
+    assert network_budget(budget, source, True) == budget - fixed_bytes(source, True)
+    assert network_budget(RUNTIME_BYTES, source, True) == RUNTIME_BYTES // 4  # cannot be met
+
+
+_PEAK = """
+import json, resource, sys
+import numpy as np, psutil, torch
+from napari_kanezaki import STConfig, segment
+from napari_kanezaki.workflows import stacks
+
+budget = 160 * 2**20
+baseline = psutil.Process().memory_info().rss
+image = np.random.default_rng(0).integers(0, 256, (768, 768, 3), dtype=np.uint8)
+segment(image, config=STConfig(n_channels=32, max_iter=2), memory_budget=budget,
+        device="cpu", precision="fp32")
+unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+print(json.dumps((peak - baseline) / budget))
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "workflows/stacks.py segment_iter (line ~174) gives the whole memory_budget to the "
+    "network's crops and tiles; give it imaging.tiles.network_budget(budget, source, "
+    "labels_in_memory=out is None) instead, so that the input, the labels and the torch "
+    "runtime count (measured 1.55 x budget now, 0.94 with that change)"))
+def test_a_tiled_run_peaks_within_the_budget_above_the_baseline():
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True,
+                         check=True, env=env, timeout=600)
+    ratio = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ratio <= 1.25

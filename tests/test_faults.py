@@ -380,8 +380,8 @@ def _job(w: World, **job_kwargs):
     from napari_kanezaki.workflows.jobs import Job
 
     options = {"config": {"method": "st", "n_channels": 4, "max_iter": 2}, "device": "cpu",
-               "precision": "fp32", "torch_threads": 1, **job_kwargs}
-    return Job(name="a", image=w.path("img"), outdir=w.path("out"), **options)
+               "precision": "fp32", "torch_threads": 1, "outdir": w.path("out"), **job_kwargs}
+    return Job(name="a", image=w.path("img"), **options)
 
 
 def _jobs_twice(w: World):
@@ -560,6 +560,13 @@ CATALOGUE: list[Fault] = [
                                                               "{out}", *RUN),
           prepare=_foreign_claim, exit=0, words="skipped: a: claimed by another run",
           check=_outputs("b_labels.tif")),
+    Fault("cli: labels as a zarr store", (*SEG, *RUN, "--zarr"), exit=0,
+          check=_outputs("a_labels.zarr", "a_overlay.png")),
+    Fault("cli: objects beside the labels", (*SEG, *RUN, "--objects"), exit=0,
+          check=_outputs("a_objects.tif", "a_labels.tif")),
+    Fault("cli: rerun into the input folder", ("segment", "{in}", "-o", "{in}", *RUN),
+          prepare=lambda w: main(["segment", w.paths["img"], "-o", w.paths["in"], *RUN]),
+          words="looks like an output of an earlier run"),
     # -- predict and evaluate ------------------------------------------------------------------
     Fault("cli: predict with a missing model", ("predict", "{root}/m.pt", "{img}", "-o",
                                                 "{out}", "-q"), words="does not exist"),
@@ -634,7 +641,10 @@ CATALOGUE: list[Fault] = [
     Fault("api: model file that is an image", api=lambda w: Segmenter.load(w.path("img")),
           error=ValueError, words="not a readable model file"),
     Fault("api: job into an output path that is a file", api=_jobs_call(),
-          prepare=_put("out", b"mine"), error=RuntimeError, words="out"),
+          prepare=_put("out", b"mine"), error=RuntimeError,
+          words=r"output folder .*out is a file, not a folder; choose another"),
+    Fault("api: job into a folder inside a file", api=_jobs_call(outdir=Path("/dev/null/x")),
+          error=RuntimeError, words=r"output folder /dev/null/x cannot be made or written \("),
     Fault("api: job on a corrupt image", api=_jobs_call(), prepare=_put("in/a.png", b"xx"),
           error=RuntimeError, words="cannot read"),
     Fault("api: job with a missing model file", api=_jobs_call(model=Path("/nonexistent.pt")),

@@ -174,7 +174,7 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
     except ClaimedError as exc:
         return JobResult(job.name, "skipped", str(exc), 0, time.perf_counter() - start)
     except OSError as exc:  # the output folder cannot be made or written
-        return JobResult(job.name, "failed", f"{type(exc).__name__}: {exc}", 0,
+        return JobResult(job.name, "failed", _folder_problem(Path(job.outdir), exc), 0,
                          time.perf_counter() - start)
     with claim:
         if not job.overwrite and job.outputs.labels.exists():  # finished by another run
@@ -285,6 +285,16 @@ def _claim(job: Job) -> _FolderClaim:
         except FileNotFoundError:
             continue
     raise FileNotFoundError(f"the output folder {outdir} keeps disappearing.")
+
+
+def _folder_problem(outdir: Path, exc: OSError) -> str:
+    """The message of an output folder the file system refuses (no bare ``[Errno ...]``)."""
+    if outdir.exists() and not outdir.is_dir():
+        what = "is a file, not a folder"
+    else:
+        what = f"cannot be made or written ({exc.strerror or exc})"
+    return (f"{type(exc).__name__}: the output folder {outdir} {what}; choose another "
+            "output folder or fix its permissions.")
 
 
 def _over_default_budget(job: Job, config: Any) -> bool:
