@@ -206,7 +206,7 @@ def test_demo_writes_the_readme_files(tmp_path, capsys):
     for name in ("labels.tif", "overlay.png", "config.toml", "model.pt"):
         assert (out / name).is_file()
     assert load_config(out / "config.toml") == SPConfig(max_iter=3, plateau_iter=20,
-                                                        n_segments=0)
+                                                        n_segments=0, n_channels=48)
     assert main(args) == 2  # no silent overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
