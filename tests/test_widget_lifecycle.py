@@ -122,3 +122,18 @@ def test_closing_the_viewer_during_runs_of_both_docks(make_napari_viewer, qtbot,
     qtbot.wait(200)  # the workers' last signals arrive after the docks are gone
     assert all(run.bar is None for run in runs)
     assert not [p for p in progress._all_instances if p in {run.bar for run in runs}]
+
+
+def test_removing_one_input_of_a_batch_keeps_the_others(viewer, qtbot, tracebacks):
+    batch = open_docks(viewer)["batch"]
+    first, second = add_image(viewer, "a"), add_image(viewer, "b")
+    fast_settings(batch.params, LONG, "st", max_iter=12)
+    batch.params.preview_every.value = 1
+    batch.segment([first, second])
+    output = viewer.layers["a segmentation"]
+    qtbot.waitUntil(lambda: output.data.max() > 0, timeout=60_000)
+    viewer.layers.remove(first)
+    assert "a segmentation" not in viewer.layers and batch.controls.running
+    qtbot.waitUntil(lambda: not batch.controls.running, timeout=120_000)
+    assert [layer.name for layer in viewer.layers] == ["b", "b segmentation"]
+    assert viewer.layers["b segmentation"].data.min() >= 1
