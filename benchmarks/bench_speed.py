@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from napari_kanezaki import Segmenter, SPConfig, STConfig
+from napari_kanezaki.core.config import load_preset
 from napari_kanezaki.core.devices import resolve_device
 
 from common import (
@@ -50,7 +51,8 @@ METHODS = ("sp", "st")
 
 
 def time_project(
-    image: np.ndarray, method: str, n_iter: int, device: torch.device, precision: str, seed: int
+    image: np.ndarray, method: str, n_iter: int, device: torch.device, precision: str, seed: int,
+    preset: str = "paper",
 ) -> list[float]:
     """Wall-clock seconds of each training iteration of the project's `Segmenter`.
 
@@ -59,8 +61,8 @@ def time_project(
     image : numpy.ndarray
         uint8 RGB image.
     method : {"sp", "st"}
-        Method; the configuration is the paper preset with ``max_iter=n_iter`` and the
-        stop rule disabled (``min_labels=1``).
+        Method; the configuration is `preset` with ``max_iter=n_iter`` and the stop rules
+        disabled (``min_labels=1``, ``plateau_iter=0``).
     n_iter : int
         Number of iterations.
     device : torch.device
@@ -69,6 +71,9 @@ def time_project(
         Precision of the `Segmenter`.
     seed : int
         Seed of the initial weights.
+    preset : str
+        Shipped preset whose network is timed (``"interactive"``: the CLI's and the
+        widgets' default, 48 channels; ``"paper"``: 100).
 
     Returns
     -------
@@ -76,10 +81,8 @@ def time_project(
         Seconds per iteration; the first includes the set-up done by ``run`` (input
         conversion, superpixels, model creation).
     """
-    config_class = SPConfig if method == "sp" else STConfig
-    segmenter = Segmenter(
-        config_class(max_iter=n_iter, min_labels=1), device=device, seed=seed, precision=precision
-    )
+    config = load_preset(preset, method).replace(max_iter=n_iter, min_labels=1, plateau_iter=0)
+    segmenter = Segmenter(config, device=device, seed=seed, precision=precision)
     seconds = []
     synchronize(device)
     start = time.perf_counter()
@@ -193,8 +196,10 @@ def benchmark(
     Returns
     -------
     list of dict
-        Per method: median ms/iter of ``baseline``, ``default`` (and ``fp32``), the
-        speed-ups ``baseline / variant``, and the raw per-iteration seconds.
+        Per method: median ms/iter of ``baseline``, ``default`` (the paper network on the
+        default path), ``fp32`` (if asked) and ``interactive`` (the interactive preset's
+        48-channel network on the default path), the speed-ups ``baseline / variant``, and
+        the raw per-iteration seconds.
     """
     results = []
     for method in methods:
@@ -206,6 +211,8 @@ def benchmark(
         }
         if fp32:
             runs["fp32"] = time_project(image, method, n_iter, device, "fp32", seed)
+        runs["interactive"] = time_project(image, method, n_iter, device, "auto", seed,
+                                           "interactive")
         medians = {name: median_ms(seconds, warmup) for name, seconds in runs.items()}
         row: dict[str, Any] = {"method": method}
         for name, value in medians.items():
@@ -233,6 +240,9 @@ def add_floor_and_time_to_result(
         floor = estimate_floor(shape, 100, 2, row["method"], device, dtype)
         row["floor"] = floor
         row["floor_ms"] = floor["floor_ms"]
+        channels = load_preset("interactive", row["method"]).n_channels
+        row["interactive_floor"] = estimate_floor(shape, channels, 2, row["method"], device,
+                                                  dtype)
         row["baseline_1000_s"] = row["baseline_ms"]  # 1000 iterations, in seconds
         row["default_1000_s"] = row["default_ms"]
         if plateau_iter:
@@ -250,6 +260,12 @@ def format_floor(results: Sequence[dict[str, Any]]) -> str:
             f"at {f['matmul_tflops']:.2f} TFLOP/s {f['dtype']} matmul = {f['compute_ms']:.0f} ms"
             f" + {f['gbyte']:.2f} GB at {f['bandwidth_gbs']:.1f} GB/s = {f['memory_ms']:.0f} "
             f"ms); default is {row['default_ms'] / f['floor_ms']:.2f}x the floor"
+        )
+        fi = row["interactive_floor"]
+        lines.append(
+            f"    interactive preset's network ({fi['n_channels']} channels): "
+            f"{row['interactive_ms']:.0f} ms/it, floor {fi['floor_ms']:.0f} ms/it, "
+            f"{row['interactive_ms'] / fi['floor_ms']:.2f}x the floor"
         )
         line = (
             f"    time to result, 1000 iterations (the papers' budget): baseline "

@@ -119,6 +119,7 @@ def estimate_floor(
     bandwidth = measure_bandwidth(device)
     compute_ms, memory_ms = 1e3 * flops / rate, 1e3 * nbytes / bandwidth
     return {
+        "n_channels": n_channels,
         "dtype": str(dtype).removeprefix("torch."),
         "gflop": flops / 1e9,
         "gbyte": nbytes / 1e9,
