@@ -22,9 +22,10 @@ ground-truth cells' pixels (the prediction's labels as they are, its background 
 label). Confocal results are scored in 3-D and plane by plane (each plane's cell sections
 against the plane of the prediction, mean over planes); a per-plane result has no 3-D score.
 
-Run from the project root (a few minutes per seed on 2 CPU cores)::
+Run from the project root (EM: about a minute per slice and seed, confocal: about ten
+minutes per seed on 2 shared CPU cores)::
 
-    python benchmarks/microscopy.py --seeds 0 1 --threads 2 --json
+    python benchmarks/microscopy.py --seeds 0 1 --confocal-seeds 0 --threads 2 --json
 
 prints a markdown table and, with ``--json``, writes it with the per-image scores to
 ``benchmarks/results/microscopy.json`` (or the path given). When the data folder is absent
@@ -263,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds of the project's runs (default: 0)")
+    parser.add_argument("--confocal-seeds", type=int, nargs="+", default=None,
+                        help="seeds of the project's 3-D runs (default: --seeds)")
     parser.add_argument("--datasets", nargs="+", choices=("em", "confocal"),
                         default=["em", "confocal"], help="data sets (default: both)")
     parser.add_argument("--slices", type=int, nargs="+", default=list(EM_SLICES),
@@ -281,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "em" in args.datasets:
         rows += em_rows(args.seeds, args.slices)
     if "confocal" in args.datasets:
-        rows += confocal_rows(args.seeds)
+        rows += confocal_rows(args.seeds if args.confocal_seeds is None
+                              else args.confocal_seeds)
     print(markdown_table(rows))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

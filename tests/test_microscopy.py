@@ -43,7 +43,7 @@ def assert_cells(objects: np.ndarray, truth: np.ndarray, iou: float) -> None:
 def test_microscopy_preset_values_and_the_paper_preset_unchanged():
     assert "microscopy" in PRESETS
     assert load_preset("microscopy", "sp") == SPConfig(
-        n_channels=32, plateau_iter=20, superpixel="felzenszwalb")
+        n_channels=32, min_labels=2, plateau_iter=20, superpixel="felzenszwalb")
     assert load_preset("microscopy", "st") == STConfig(
         n_channels=16, min_labels=2, plateau_iter=20, painted_only=True, median_blur=3)
     assert load_preset("paper", "sp") == SPConfig()
