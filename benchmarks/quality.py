@@ -306,8 +306,10 @@ def evaluate_presets(
     max_iter: int | None = None,
     connectivity: int = 1,
     on_row: Any = None,
+    changes: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every shipped preset as it is on every dataset, seed, method and image.
+    """Run every shipped preset (as it is, or with `changes`) on every dataset, seed, method
+    and image.
 
     Order: preset, seed, dataset, method, precision, image (so that a stopped run has the
     first presets and seeds complete). VOC images run ST only, with their scribbles.
@@ -332,6 +334,9 @@ def evaluate_presets(
         Connectivity of the connected-component split of the mIoU.
     on_row : callable, optional
         Called with the list of rows so far after every run (e.g. to save them).
+    changes : dict of str, optional
+        Settings changed in every preset, as text (``{"n_channels": "32"}``); the rows'
+        ``preset`` then reads e.g. ``"interactive n_channels=32"``.
 
     Returns
     -------
@@ -344,13 +349,18 @@ def evaluate_presets(
     # Read every preset before the first run: a long evaluation must not pick up a preset
     # file edited while it runs.
     configs = {}
+    changes = changes or {}
     for preset in presets:
         for method in methods:
             config = load_preset(preset, method)
-            configs[preset, method] = (
-                config if max_iter is None else config.replace(max_iter=max_iter)
-            )
+            if max_iter is not None:
+                config = config.replace(max_iter=max_iter)
+            configs[preset, method] = config.replace(**{
+                key: _setting_value(getattr(config, key), value)
+                for key, value in changes.items()
+            })
     rows: list[dict[str, Any]] = []
+    suffix = "".join(f" {key}={value}" for key, value in changes.items())
     for preset in presets:
         for seed in seeds:
             for dataset, dataset_samples_ in samples.items():
@@ -361,14 +371,21 @@ def evaluate_presets(
                     for precision in precisions:
                         for sample in dataset_samples_:
                             row = _run_sample(
-                                sample, preset, method, config, device, precision, seed,
-                                connectivity,
+                                sample, preset + suffix, method, config, device, precision,
+                                seed, connectivity,
                             )
                             rows.append(row)
                             print(_format_preset_row(row), flush=True)
                             if on_row is not None:
                                 on_row(rows)
     return rows
+
+
+def _setting_value(current: Any, text: str) -> Any:
+    """`text` as a value of the type of the setting's `current` value."""
+    if isinstance(current, bool):
+        return text.lower() in ("1", "true", "yes", "on")
+    return type(current)(text)
 
 
 def _run_sample(
@@ -535,6 +552,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--datasets, instead of the paper settings with --max-iter",
     )
     parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --presets: change these settings in every preset, e.g. --set "
+        "n_channels=32 (the rows' preset names say so)",
+    )
+    parser.add_argument(
         "--datasets",
         nargs="+",
         choices=DATASETS,
@@ -607,6 +632,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be >= 1.")
     if args.presets and (args.baseline or args.plateau_iter):
         parser.error("--baseline and --plateau-iter apply without --presets only.")
+    if args.set and not args.presets:
+        parser.error("--set applies with --presets only.")
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in SPConfig.__dataclass_fields__ | STConfig.__dataclass_fields__:
+            parser.error(f"--set {item!r}: give KEY=VALUE with KEY a setting, e.g. n_channels=32.")
+        changes[key] = value
+    args.set = changes
     return args
 
 
@@ -712,6 +746,7 @@ def main_presets(args: argparse.Namespace) -> int:
         args.max_iter,
         args.connectivity,
         on_row=save,
+        changes=args.set,
     )
     print("-" * len(PRESET_HEADER))
     for mean in mean_preset_scores(rows):
