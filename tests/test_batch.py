@@ -253,3 +253,26 @@ def test_a_tiled_run_peaks_within_the_budget_above_the_baseline():
                          check=True, env=env, timeout=600)
     ratio = json.loads(out.stdout.strip().splitlines()[-1])
     assert ratio <= 1.25
+
+
+_FRAGMENTS = """
+import numpy as np, psutil
+from napari_kanezaki.imaging.tiles import bound_heap
+
+bound_heap()
+np.ones(8 * 2**20 // 8).sum()  # an 8 MiB block freed: glibc's own threshold would rise
+baseline = psutil.Process().memory_info().rss
+blocks = [np.ones(2**19) for _ in range(40)]  # 40 tile-sized blocks of 4 MiB
+del blocks[::2]  # half of them freed, between blocks still in use
+print((psutil.Process().memory_info().rss - baseline) / 2**20)
+"""
+
+
+def test_freed_tile_blocks_go_back_to_the_system():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FRAGMENTS], capture_output=True, text=True,
+                         check=True, timeout=120)
+    grown_mib = float(out.stdout.strip().splitlines()[-1])
+    assert grown_mib < 100  # the 20 blocks in use (80 MiB); without bound_heap: 160 MiB
