@@ -3,7 +3,13 @@
 The tiles of `iter_tiles` overlap by a margin, so that a network whose receptive field is
 no larger than the margin computes every tile's core exactly as in the whole image (see
 `core.tiling`). `create_output` makes the label array results are written to, in memory or
-as a zarr store on disk. Pure NumPy (zarr on demand): no torch, Qt or napari.
+as a zarr store on disk.
+
+A memory budget bounds a run's peak memory above the interpreter's baseline: `fixed_bytes`
+is what does not shrink with the tiles (the torch runtime, an in-memory input, in-memory
+labels), `network_budget` what is left to the crops and tiles, which `working_set_bytes`
+sizes; `bound_heap` keeps freed tiles from staying resident. Pure NumPy (zarr on demand,
+ctypes for glibc): no torch, Qt or napari.
 """
 
 from __future__ import annotations
