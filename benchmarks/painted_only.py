@@ -20,7 +20,11 @@ Run from the project root, e.g.::
 Each preset runs as shipped (``load_preset(name, "st")``); ``--max-iter`` caps the
 training budget of every run (the paper preset has no plateau stop and may otherwise train
 its whole 1000 iterations). The markdown table printed at the end has one row per preset
-and seed (means over the images) and a mean row per preset.
+and seed (means over the images) and a mean row per preset. The figures in
+``docs/scribbles.md`` come from::
+
+    python benchmarks/painted_only.py --presets interactive paper --seeds 0 1 \
+        --max-iter 300 --device cpu --threads 1
 """
 
 from __future__ import annotations
