@@ -496,7 +496,7 @@ def _format_preset_row(row: dict[str, Any]) -> str:
     else:
         image, stop = row["image"], row["stop_reason"]
     line = (
-        f"{row['dataset']:<8}{image:<13}{row['method'].upper():<7}{row['preset']:<13}"
+        f"{row['dataset']:<8}{image:<13}{row['method'].upper():<7}{row['preset'] + ' ':<13}"
         f"{row['precision']:<6}{str(row['seed']):<6}{row['iterations']:>7.0f}  {stop:<12}"
         f"{row['miou']:>7.3f}{row['ari']:>8.3f}{row['seconds']:>9.1f}"
     )
