@@ -284,7 +284,9 @@ def check_tile_shape(tile_shape: Sequence[int], model_dims: int) -> tuple[int, .
     try:
         tile = tuple(int(t) for t in tile_shape)
     except (TypeError, ValueError) as exc:
-        raise ImageError(f"tile_shape must be a sequence of integers, got {tile_shape!r}.") from exc
+        raise ImageError(
+            f"tile_shape must be a sequence of integers, got {tile_shape!r}."
+        ) from exc
     if len(tile) != model_dims:
         raise ImageError(
             f"tile_shape {tile} must have {model_dims} entries, one per axis of the "
@@ -322,7 +324,7 @@ def iter_tiles(
     model_shape = shape[n_lead:]
     tiles = []
     for lead in np.ndindex(*shape[:n_lead]):
-        starts = [range(0, n, t) for n, t in zip(model_shape, tile_shape)]
+        starts = [range(0, n, t) for n, t in zip(model_shape, tile_shape, strict=True)]
         for corner in np.ndindex(*(len(r) for r in starts)):
             core, read, inner = [], [], []
             for axis, k in enumerate(corner):
