@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from napari_kanezaki import SPConfig, STConfig
+from napari_kanezaki.core.config import load_preset
 from napari_kanezaki.plugin.parameters import ParameterPanel, last_settings_file
+
+INTERACTIVE_SP = load_preset("interactive", "sp")
 
 
 def test_last_settings_come_back_in_a_new_panel(qtbot, _own_settings_folder):
@@ -17,10 +19,10 @@ def test_last_settings_come_back_in_a_new_panel(qtbot, _own_settings_folder):
     first.precision.value = "fp32"
     assert last_settings_file().parent == _own_settings_folder
     second = ParameterPanel()
-    assert second.config() == SPConfig(n_channels=42, n_segments=777, plateau_iter=20)
+    assert second.config() == INTERACTIVE_SP.replace(n_channels=42, n_segments=777)
     assert (second.seed.value, second.precision.value) == (5, "fp32")
     second.restore_defaults()
-    assert second.config() == SPConfig(plateau_iter=20, n_segments=0)  # interactive preset
+    assert second.config() == INTERACTIVE_SP
     assert (second.seed.value, second.precision.value, second.device.value) == (0, "auto",
                                                                                  "auto")
     assert ParameterPanel().config() == second.config()  # the restored defaults are kept
@@ -32,7 +34,7 @@ def test_unreadable_or_foreign_state_starts_from_the_defaults(qtbot):
     for text in ("not json", json.dumps({"config": {"method": "st", "n_channels": -3}}),
                  json.dumps([1, 2]), json.dumps({"config": {"method": "xx"}})):
         path.write_text(text, encoding="utf-8")
-        assert ParameterPanel().config() == STConfig(plateau_iter=20, painted_only=True)
+        assert ParameterPanel().config() == load_preset("interactive", "st")
 
 
 def test_a_panel_that_does_not_remember_leaves_the_file_alone(qtbot):

@@ -13,6 +13,7 @@ from npe2 import PluginManifest
 from widget_helpers import fast_settings
 
 from napari_kanezaki import SPConfig, STConfig
+from napari_kanezaki.core.config import load_preset
 from napari_kanezaki.imaging.images import ImageError
 from napari_kanezaki.imaging.samples import noisy_regions
 from napari_kanezaki.plugin.batch_widget import BatchWidget
@@ -70,15 +71,15 @@ def test_sample_data_and_batch_widget_dock(viewer):
 def test_defaults_sections_and_config_files(widget, tmp_path, errors):
     panel = widget.params
     assert isinstance(widget, SegmentWidget)
-    # the interactive preset: the papers' settings with the plateau stop
+    # the interactive preset: the papers' method, ending by itself
     assert panel.preset.value == "interactive"
-    assert panel.config() == STConfig(plateau_iter=20, painted_only=True)
+    assert panel.config() == load_preset("interactive", "st")
     assert panel.device.choices[0] == "auto" and "cpu" in panel.device.choices
     assert panel.advanced.native.isHidden() and panel.sp_group.native.isHidden()
     panel.show_advanced.value = True
     panel.method.value = "sp"
     assert not panel.advanced.native.isHidden() and panel.st_group.native.isHidden()
-    assert panel.config() == SPConfig(plateau_iter=20, n_segments=0)
+    assert panel.config() == load_preset("interactive", "sp")
     panel.preset.value = "paper"  # the papers' exact settings, one click away
     assert panel.config() == SPConfig()
     panel.preset.value = "seed"
