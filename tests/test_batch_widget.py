@@ -124,8 +124,9 @@ def crop_runs(monkeypatch) -> list[tuple]:
 
 
 #: A memory budget that holds the labels of the pyramid's level 1 (256 x 256 int32 = 256
-#: KiB) but not of level 0, and is far too small to train even 64 x 64 pixels whole.
-BUDGET = 300_000
+#: KiB) but not of level 0 (1 MiB), and is far too small to train even 64 x 64 pixels
+#: whole; a quarter of it still gives crops and tiles of at least 8 x 8 pixels.
+BUDGET = 1_000_000
 
 
 @pytest.mark.parametrize("dock_name", ["batch", "segment"])
