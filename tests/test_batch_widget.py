@@ -223,3 +223,24 @@ def test_jobs_in_turn_share_one_progress_and_stop_between_jobs():
     stop.set()  # during the first job: it goes on to its end, the second never starts
     rest = list(runner)
     assert started == ["a"] and [u.key for u in rest] == ["a"] * 3
+
+
+def test_scribbles_of_a_pyramid_follow_the_level_read(widget, viewer, qtbot, monkeypatch,
+                                                      errors, infos):
+    monkeypatch.setattr("napari_kanezaki.plugin.runner.default_memory_budget", lambda: BUDGET)
+    big = viewer.add_image(pyramid(), name="pyramid", rgb=True, multiscale=True)
+    truth = np.kron(noisy_regions((64, 64), seed=5)[1], np.ones((8, 8), np.int32))
+    painted = np.zeros_like(truth)
+    rows = np.random.default_rng(0).random(truth.shape) < 0.05  # 5 % of the pixels
+    painted[rows & (truth != 3)] = truth[rows & (truth != 3)]  # classes 1 and 2 only
+    scribbles = viewer.add_labels(painted, name="marks")  # drawn at full resolution
+    fast_settings(widget.params, FAST)
+    widget.params.fields["painted_only"].value = True
+    widget.segment(big, scribbles)
+    qtbot.waitUntil(lambda: not widget.controls.running, timeout=120_000)
+    assert not errors, errors
+    assert any("level 1 of 3" in text for text in infos), infos
+    labels = np.asarray(viewer.layers["pyramid segmentation"].data)
+    assert labels.shape == (256, 256)
+    assert set(np.unique(labels)) == {1, 2}  # every pixel in a painted class
+    np.testing.assert_array_equal(scribbles.data, painted)  # the scribbles are untouched
