@@ -5,7 +5,7 @@ Each case runs in its own subprocess, which
 1. imports numpy, torch and napari_kanezaki and records its resident set: the *baseline*
    (``/proc/self/status`` ``VmRSS``);
 2. creates the input (seeded uint8 noise), segments it with ``memory_budget`` on the CPU,
-   and records its peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``);
+   and records its peak resident set (``VmHWM`` on Linux);
 3. reports ``ratio = (peak - baseline) / budget``, which the budget promises to keep at or
    below 1.25: the input array, its normalised copies, the labels and the network's
    working set all count.
@@ -65,6 +65,23 @@ def cpu_model() -> str:
     return ""
 
 
+def _peak_rss() -> int:
+    """This process's peak resident set in bytes.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process's own
+    memory (``ru_maxrss`` would also hold the parent's resident set at fork); elsewhere
+    ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def run_case(name: str, max_iter: int, budget: int | None, workdir: Path) -> dict:
     """Segment one case in this process and return its memory figures.
 
@@ -101,7 +118,7 @@ def run_case(name: str, max_iter: int, budget: int | None, workdir: Path) -> dic
     labels = segment(image, config=config, memory_budget=budget,
                      device="cpu", precision="fp32", out=out, **options)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = _peak_rss()
     return {
         "case": name,
         "shape": list(case["shape"]),

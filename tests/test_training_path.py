@@ -56,7 +56,7 @@ def test_over_the_budget_every_face_trains_on_crops_alike(tmp_path, viewer, qtbo
     image = noisy_regions((200, 240), noise=0.05, seed=2)[0]
     small = tiles.working_set_bytes(200 * 240, 8, training=True) // 3
     for module in ("napari_kanezaki.imaging.tiles", "napari_kanezaki.workflows.stacks",
-                   "napari_kanezaki.plugin.segment_widget"):
+                   "napari_kanezaki.plugin.runner"):
         monkeypatch.setattr(f"{module}.default_memory_budget", lambda: small)
     caplog.set_level("INFO", logger="napari_kanezaki")
     api, cli, widget = _three_faces(tmp_path, viewer, qtbot, image)

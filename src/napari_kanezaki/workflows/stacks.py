@@ -47,6 +47,7 @@ from napari_kanezaki.imaging.tiles import (
     default_memory_budget,
     fits_budget,
     iter_tiles,
+    network_budget,
     shape_for_budget,
     working_set_bytes,
 )
@@ -171,7 +172,12 @@ def segment_iter(
         config=config,
         runtime={"seed": seed, "device": device, "precision": precision},
         spacing=spacing,
-        budget=default_memory_budget() if memory_budget is None else _check_budget(memory_budget),
+        # The budget bounds the run's peak above the interpreter's baseline: the input, the
+        # labels and the torch runtime take their part, the network's working set the rest.
+        budget=network_budget(
+            default_memory_budget() if memory_budget is None else _check_budget(memory_budget),
+            source, labels_in_memory=out is None,
+        ),
         tile_shape=tile_shape,
         n_crops=int(n_crops),
         resample_every=int(resample_every),
