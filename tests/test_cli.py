@@ -183,6 +183,96 @@ def test_clear_errors_for_bad_inputs(folder, capsys):
     assert "n_segments" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("shape, dtype, channel_axis, hint", [
+    ((20, 20), np.complex64, None, False),  # the values, not the layout
+    ((1, 20), np.uint8, None, False),  # too small whatever the channels
+    ((20, 20, 1), np.uint8, None, True),  # its last axis holds the channel
+    ((20, 20), np.uint8, 0, True),  # the channel axis leaves one spatial axis
+])
+def test_the_channel_axis_hint_only_where_an_axis_could_hold_channels(
+    shape, dtype, channel_axis, hint, tmp_path, capsys
+):
+    image = tmp_path / "x.tif"
+    tifffile.imwrite(image, np.ones(shape, dtype))
+    axis = [] if channel_axis is None else ["--channel-axis", str(channel_axis)]
+    assert main(["segment", str(image), "-o", str(tmp_path / "out"), *axis, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"{image} (shape {shape})" in err
+    assert ("(set with --channel-axis)" in err) == hint, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_inputs_with_one_name_are_refused_before_anything_is_written(folder, capsys):
+    images, out = folder / "images", folder / "out"
+    iio.imwrite(folder / "b.png", noisy_regions((36, 40), seed=2)[0])
+    assert main(["segment", str(images), str(folder / "b.png"), "-o", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"{images / 'b.tif'} and {folder / 'b.png'} have the same name 'b'" in err
+    assert "Rename one of them" in err
+    assert main(["segment", str(images), str(images / "a.png"), "-o", str(out), *TINY]) == 2
+    assert f"{images / 'a.png'} is given twice" in capsys.readouterr().err
+    model = folder / "model.pt"
+    assert main(["train", str(images / "a.png"), "-o", str(model), *TINY]) == 0
+    assert main(["predict", str(model), str(images), str(folder / "b.png"), "-o", str(out),
+                 "-q"]) == 2
+    assert "have the same name 'b'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_objects_of_an_earlier_run_are_not_taken_for_images(folder, capsys):
+    images = folder / "images"
+    tifffile.imwrite(images / "a_objects.tif", np.ones((36, 40), np.int32))
+    assert main(["segment", str(images), "-o", str(images), *TINY]) == 2
+    assert "a_objects.tif looks like an output of an earlier run" in capsys.readouterr().err
+    assert sorted(p.name for p in images.iterdir()) == ["a.png", "a_objects.tif", "b.tif"]
+
+
+def test_run_files_are_written_atomically(tmp_path, monkeypatch):
+    """A run killed while writing run.json leaves no half-written file under its name."""
+    from napari_kanezaki.cli.main import CLIError
+    from napari_kanezaki.cli.records import write_run_files
+
+    out, config = tmp_path / "out", STConfig(n_channels=16)
+    real_write_text = Path.write_text
+
+    def disk_full(path, text, *args, **kwargs):
+        real_write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_run_files(out, config, {"seed": 0}, overwrite=False)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == []  # no config.toml, run.json or temp
+    write_run_files(out, config, {"seed": 0}, overwrite=False)
+    assert load_config(out / "config.toml") == config
+    assert json.loads((out / "run.json").read_text())["seed"] == 0
+    write_run_files(out, config, {"seed": 0}, overwrite=False)  # the same run: accepted
+    write_run_files(out, config, {"seed": 1}, overwrite=True)  # replaced, atomically too
+    assert json.loads((out / "run.json").read_text())["seed"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "run.json"]
+    (out / "run.json").write_text('{"seed": 1, "devi')  # e.g. from an older version
+    with pytest.raises(CLIError, match="run.json is not a readable run record"):
+        write_run_files(out, config, {"seed": 1}, overwrite=False)
+
+
+def test_the_summary_names_images_claimed_by_another_run(tmp_path, capsys):
+    from napari_kanezaki.cli.records import _summary
+    from napari_kanezaki.workflows.jobs import JobResult
+
+    results = [JobResult("a", "done"), JobResult("b", "skipped", "outputs exist"),
+               JobResult("c", "skipped", "claimed by another run (pid 7 on n1 since ...)"),
+               JobResult("d", "failed", "cannot read d.png\ndetails")]
+    assert _summary(results, 0.0, tmp_path) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("1 segmented, 1 skipped (outputs exist), 1 skipped (claimed by "
+                          "another run), 1 failed in ")
+    assert "  SKIPPED c: claimed by another run (pid 7 on n1 since ...)" in out
+    assert "SKIPPED b" not in out and err == "  FAILED d: cannot read d.png\n"
+    assert _summary(results[:2], 0.0, tmp_path) == 0
+    assert capsys.readouterr().out.startswith("1 segmented, 1 skipped (outputs exist), 0 failed")
+
+
 def test_config_file_and_seed_preset(folder):
     cfg_path = SPConfig(n_channels=16, max_iter=5, n_segments=40).to_file(folder / "my.toml")
     out = folder / "out"

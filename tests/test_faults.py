@@ -397,13 +397,6 @@ def _foreign_claim(w: World) -> None:
         {"pid": 1, "host": "node-17.cluster", "start": None, "time": 0, "token": "t"}))
 
 
-_CHECKED_LATE = pytest.mark.xfail(strict=True, reason=(
-    "cli/inputs.py _check_stack_inputs: --spacing's length and --tile-shape's minimum side "
-    "(imaging.tiles.MIN_TILE) are known before any work but are checked per image, so the "
-    "usage error becomes a failed image (exit 1) instead of exit 2; check them there with "
-    "stacks._model_spacing / tiles.check_tile_shape against the header's spatial axes"))
-
-
 def _fmt(argv: tuple[str, ...], w: World) -> list[str]:
     return [arg.format(**w.paths) for arg in argv]
 
@@ -498,11 +491,8 @@ CATALOGUE: list[Fault] = [
     Fault("cli: NaN in a float image", ("segment", "{root}/n.tif", "-o", "{out}", *RUN),
           prepare=_tif("n.tif", _nan_image()), exit=1, words="NaN or infinite"),
     Fault("cli: complex image", ("segment", "{root}/c.tif", "-o", "{out}", *RUN),
-          prepare=_tif("c.tif", np.ones((20, 20), np.complex64)), words=r"complex.*image\.real\.$",
-          marks=(pytest.mark.xfail(strict=True, reason=(
-              "cli/inputs.py line ~135 appends '(set with --channel-axis)' to every layout "
-              "refusal of a header, also to a complex or too small image where the channel "
-              "axis is not the problem; append it only when channel_axis is in the message")),)),
+          prepare=_tif("c.tif", np.ones((20, 20), np.complex64)),
+          words=r"complex.*image\.real\.$"),
     Fault("cli: one-pixel-wide image", ("segment", "{root}/w.tif", "-o", "{out}", *RUN),
           prepare=_tif("w.tif", np.ones((1, 20), np.uint8)), words=r"too small to segment"),
     Fault("cli: stack without --stack-mode", ("segment", "{stack}", "-o", "{out}", *RUN),
@@ -513,23 +503,20 @@ CATALOGUE: list[Fault] = [
                                       "--stack-mode", "4d"), words="invalid choice"),
     Fault("cli: spacing of the wrong length", ("segment", "{stack}", "-o", "{out}", *RUN,
                                                "--stack-mode", "3d", "--spacing", "1", "2"),
-          words="spacing", marks=(_CHECKED_LATE,)),
+          words=r"spacing .* must have one entry per spatial axis .*\(set with --spacing\)"),
     Fault("cli: stack in 3d mode", ("segment", "{stack}", "-o", "{out}", *RUN,
                                     "--stack-mode", "3d"), exit=0,
           check=_outputs("stack_labels.tif")),
-    Fault("cli: tiles too small", (*SEG, *RUN, "--tile-shape", "4", "4"), words="tile_shape",
-          marks=(_CHECKED_LATE,)),
+    Fault("cli: tiles too small", (*SEG, *RUN, "--tile-shape", "4", "4"),
+          words=r"tile_shape .* too small.*\(set with --tile-shape\)"),
     Fault("cli: memory budget zero", (*SEG, *RUN, "--memory-budget", "0"),
           words="memory budget must be positive"),
     Fault("cli: memory budget not a size", (*SEG, *RUN, "--memory-budget", "lots"),
           words="lots"),
     Fault("cli: two inputs with one name", ("segment", "{img}", "{root}/a.tif", "-o", "{out}",
                                             *RUN),
-          prepare=_tif("a.tif", np.ones((20, 20), np.uint8)), words="same name",
-          marks=(pytest.mark.xfail(strict=True, reason=(
-              "cli/segment.py run(): write_run_files writes config.toml and run.json before "
-              "run_jobs refuses inputs with the same stem; check the stems before "
-              "write_run_files (e.g. in cli/inputs.py _check_outdir)")),)),
+          prepare=_tif("a.tif", np.ones((20, 20), np.uint8)),
+          words=r"a\.png and .*a\.tif have the same name 'a'.*Rename one of them"),
     Fault("cli: objects with zarr", (*SEG, *RUN, "--objects", "--zarr"), words="--objects"),
     Fault("cli: background without objects", (*SEG, *RUN, "--background", "1"),
           words="need --objects"),
@@ -551,11 +538,7 @@ CATALOGUE: list[Fault] = [
     Fault("cli: existing outputs replaced with --overwrite", (*SEG, *RUN, "--overwrite"),
           prepare=lambda w: main([*_fmt(SEG, w), *RUN]), exit=0, words="1 segmented"),
     Fault("cli: image being segmented by another run", (*SEG, *RUN), prepare=_foreign_claim,
-          exit=0, words="claimed by another run", marks=(pytest.mark.xfail(strict=True, reason=(
-              "cli/records.py _summary counts every skipped image as '(outputs exist)' and "
-              "names none; one image runs without run_jobs (cli/segment.py "
-              "_single_with_progress), so nothing says it was claimed by another run: list "
-              "the skipped results whose message starts with 'claimed' (name: message)")),)),
+          exit=0, words=r"SKIPPED a: claimed by another run \(pid 1 on node-17\.cluster"),
     Fault("cli: folder with an image claimed by another run", ("segment", "{in}", "-o",
                                                               "{out}", *RUN),
           prepare=_foreign_claim, exit=0, words="skipped: a: claimed by another run",

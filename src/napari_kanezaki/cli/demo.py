@@ -14,7 +14,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``demo`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
+    """Add the ``demo`` subcommand to the subparsers `sub`; return its parser (runs `run`)."""
     p = _subparser(sub, "demo", "segment the bundled immunohistochemistry sample and write "
                    "labels.tif, overlay.png, config.toml and model.pt")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"), metavar="OUTDIR",

@@ -14,7 +14,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``evaluate`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
+    """Add the ``evaluate`` subcommand to the subparsers `sub`; return its parser (runs `run`)."""
     p = _subparser(sub, "evaluate", "score predicted label images against ground truth: "
                    "best-match mIoU and adjusted Rand index, per image and mean")
     p.add_argument("predictions", nargs="+", metavar="PRED",

@@ -14,6 +14,8 @@ __all__ = ["IMAGE_SUFFIXES", "expand_inputs"]
 
 #: File types picked up from folders and globs.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+#: Endings of the file stems of the image outputs a run writes (see `workflows.outputs`).
+OUTPUT_SUFFIXES = ("_labels", "_overlay", "_objects")
 
 
 def expand_inputs(items: Sequence[str | Path], what: str = "image") -> list[Path]:
@@ -78,9 +80,40 @@ def _find_scribbles(spec: Path | None, images: list[Path]) -> dict[Path, Path]:
 
 
 def _check_outdir(outdir: Path, images: list[Path]) -> None:
+    """Refuse, before anything is written, inputs whose outputs in `outdir` would be wrong.
+
+    Two inputs with the same name (file stem) would write the same output files; an input
+    inside `outdir` named like an output (``<stem>_labels``, ``_overlay``, ``_objects``) is
+    most likely an output of an earlier run.
+
+    Parameters
+    ----------
+    outdir : Path
+        The output folder (it may not exist yet).
+    images : list of Path
+        The input files.
+
+    Raises
+    ------
+    CLIError
+        Naming the files and what to do.
+    """
+    by_stem: dict[str, Path] = {}
+    for img in images:
+        other = by_stem.setdefault(img.stem, img)
+        if other is img:
+            continue
+        if other.resolve() == img.resolve():
+            raise CLIError(f"{img} is given twice (check the files, folders and globs); give "
+                           "each image once.")
+        raise CLIError(
+            f"{other} and {img} have the same name {img.stem!r}; their outputs in {outdir} "
+            "would collide. Rename one of them, or segment them into different output "
+            "folders."
+        )
     resolved = outdir.resolve()
     for img in images:
-        if img.resolve().parent == resolved and img.stem.endswith(("_labels", "_overlay")):
+        if img.resolve().parent == resolved and img.stem.endswith(OUTPUT_SUFFIXES):
             raise CLIError(f"{img} looks like an output of an earlier run in {outdir}; "
                            "choose another output folder.")
 
@@ -88,12 +121,14 @@ def _check_outdir(outdir: Path, images: list[Path]) -> None:
 def _check_stack_inputs(args: argparse.Namespace, config, images: list[Path]) -> None:
     """Refuse, before any work, stack options that do not suit the inputs (exit status 2).
 
-    Reads only the files' headers: the core's own check (`stacks.check_stack_mode`) on an
-    image of the file's shape and dtype.
+    Reads only the files' headers: the core's own checks of the stack mode
+    (`stacks.check_stack_mode`), of ``--spacing``'s length and of ``--tile-shape``
+    (`tiles.check_tile_shape`) on an image of the file's shape and dtype.
     """
     from napari_kanezaki.imaging.images import ImageError
     from napari_kanezaki.imaging.planes import check_stack_preprocessing
-    from napari_kanezaki.workflows.stacks import check_stack_mode
+    from napari_kanezaki.imaging.tiles import check_tile_shape
+    from napari_kanezaki.workflows.stacks import _model_spacing, check_stack_mode
 
     if args.spacing is not None and args.stack_mode is None:
         raise CLIError("--spacing is the voxel size of a stack or volume; it needs --stack-mode.")
@@ -110,29 +145,45 @@ def _check_stack_inputs(args: argparse.Namespace, config, images: list[Path]) ->
         if source is None:
             continue  # unreadable: its job fails and reports it, the others run
         try:
-            check_stack_mode(source, args.stack_mode)
+            model_dims = check_stack_mode(source, args.stack_mode)
         except ImageError as exc:
             raise CLIError(f"{path}: {exc} (set with --stack-mode / --channel-axis)") from exc
+        try:
+            _model_spacing(args.spacing, source.spatial_shape, model_dims)
+        except ImageError as exc:
+            raise CLIError(f"{path}: {exc} (set with --spacing)") from exc
+        if args.tile_shape is not None:
+            try:
+                check_tile_shape(args.tile_shape, model_dims)
+            except ImageError as exc:
+                raise CLIError(f"{path}: {exc} (set with --tile-shape)") from exc
 
 
 def _header_source(path: Path, channel_axis: int | None):
     """An `ImageSource` of a file's shape and dtype, from its header only (no pixel read).
 
-    Returns None for an unreadable file (its job fails later and reports it); a layout the
-    core refuses becomes a `CLIError` naming the file.
+    Returns None for an unreadable file (its job fails later and reports it); a dtype or
+    layout the core refuses becomes a `CLIError` naming the file, with a hint at
+    ``--channel-axis`` only where an axis could hold the channels (more than two axes, or
+    the option given).
     """
-    from napari_kanezaki.imaging.images import ImageError
+    from napari_kanezaki.imaging.images import ImageError, check_dtype
     from napari_kanezaki.imaging.io import image_header
     from napari_kanezaki.imaging.sources import ImageSource
 
     try:
-        shape, _ = image_header(path)
+        shape, dtype = image_header(path)
     except ValueError:
         return None
     try:
+        check_dtype(dtype)
+    except ImageError as exc:
+        raise CLIError(f"{path} (shape {shape}): {exc}") from exc
+    try:
         return ImageSource.from_header(path, channel_axis)
     except ImageError as exc:
-        raise CLIError(f"{path} (shape {shape}): {exc} (set with --channel-axis)") from exc
+        hint = " (set with --channel-axis)" if channel_axis is not None or len(shape) > 2 else ""
+        raise CLIError(f"{path} (shape {shape}): {exc}{hint}") from exc
 
 
 def _check_2d_inputs(args: argparse.Namespace, images: list[Path]) -> None:

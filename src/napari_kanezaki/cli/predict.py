@@ -14,7 +14,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``predict`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
+    """Add the ``predict`` subcommand to the subparsers `sub`; return its parser (runs `run`)."""
     p = _subparser(sub, "predict", "segment 2-D images with a trained model, without "
                    "retraining (stacks: use segment --stack-mode)")
     p.add_argument("model", type=Path, metavar="MODEL", help="model file (train/segment output)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ def write_run_files(outdir: Path, config, runtime: dict[str, Any], overwrite: bo
     """Write ``config.toml`` (the full config) and ``run.json`` (seed, device, ...) once.
 
     A rerun into the same folder (resume) accepts existing files that describe the same run
-    and refuses ones that do not, unless `overwrite`.
+    and refuses ones that do not, unless `overwrite`. Both files are checked before either
+    is written, and each is written under a temporary name and renamed (atomic): a run
+    killed meanwhile leaves no half-written file.
 
     Parameters
     ----------
@@ -35,7 +39,8 @@ def write_run_files(outdir: Path, config, runtime: dict[str, Any], overwrite: bo
     Raises
     ------
     CLIError
-        The folder holds files of a different configuration or seed.
+        The folder holds files of a different configuration or seed, or an unreadable
+        ``run.json``.
     """
     from napari_kanezaki import __version__
     from napari_kanezaki.core.config import load_config
@@ -50,22 +55,72 @@ def write_run_files(outdir: Path, config, runtime: dict[str, Any], overwrite: bo
                 "output folder, the same settings (--config it), or --overwrite."
             )
     if not overwrite and run_path.exists():
-        old = json.loads(run_path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(run_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CLIError(f"{run_path} is not a readable run record ({exc}); use another "
+                           "output folder or --overwrite.") from exc
         if old.get("seed") != record.get("seed"):
             raise CLIError(f"{run_path} was written with seed {old.get('seed')}, this run uses "
                            f"{record.get('seed')}; use the same seed, another folder or "
                            "--overwrite.")
-        return
-    config.to_file(config_path, overwrite=True)
-    run_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if overwrite or not config_path.exists():
+        _write_atomically(config_path, lambda path: config.to_file(path, overwrite=True),
+                          overwrite)
+    if overwrite or not run_path.exists():
+        text = json.dumps(record, indent=2) + "\n"
+        _write_atomically(run_path, lambda path: path.write_text(text, encoding="utf-8"),
+                          overwrite)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object], overwrite: bool) -> None:
+    """Write `path` under a temporary name beside it (`write` gets that name), then rename.
+
+    No half-written file ever has the name `path`; the temporary file is removed when
+    `write` fails. An existing `path` is refused (`FileExistsError`) unless `overwrite`.
+    """
+    from napari_kanezaki.imaging.io import refuse_existing
+    from napari_kanezaki.workflows.outputs import partial_path
+
+    refuse_existing(path, overwrite)
+    partial = partial_path(path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _summary(results, started: float, outdir: Path) -> int:
+    """Print the summary line of a batch and the images not segmented; return the status.
+
+    Images skipped because their outputs exist are only counted; those skipped because
+    another run claimed them are listed with the claim (on stdout), failed ones with the
+    first line of their error (on stderr).
+
+    Parameters
+    ----------
+    results : list of JobResult
+        One per image.
+    started : float
+        `time.perf_counter` at the start of the run.
+    outdir : Path
+        The output folder.
+
+    Returns
+    -------
+    int
+        1 when some image failed, else 0.
+    """
     done = sum(r.status == "done" for r in results)
-    skipped = sum(r.status == "skipped" for r in results)
+    claimed = [r for r in results if r.status == "skipped" and r.message.startswith("claimed")]
+    exist = sum(r.status == "skipped" for r in results) - len(claimed)
     failed = [r for r in results if r.status == "failed"]
-    print(f"{done} segmented, {skipped} skipped (outputs exist), {len(failed)} failed in "
-          f"{time.perf_counter() - started:.1f} s; results in {outdir}")
+    claims = f"{len(claimed)} skipped (claimed by another run), " if claimed else ""
+    print(f"{done} segmented, {exist} skipped (outputs exist), {claims}{len(failed)} failed "
+          f"in {time.perf_counter() - started:.1f} s; results in {outdir}")
+    for r in claimed:
+        print(f"  SKIPPED {r.name}: {r.message}")
     for r in failed:
         print(f"  FAILED {r.name}: {r.message.splitlines()[0]}", file=sys.stderr)
     return 1 if failed else 0

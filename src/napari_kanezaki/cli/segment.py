@@ -29,7 +29,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``segment`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
+    """Add the ``segment`` subcommand to the subparsers `sub`; return its parser (runs `run`)."""
     p = _subparser(sub, "segment", "train a fresh model on each image and write its labels "
                    "(one image: the seed's 'base'; folders/globs: 'base_folder')")
     p.add_argument("inputs", nargs="+", metavar="INPUT",

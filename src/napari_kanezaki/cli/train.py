@@ -20,7 +20,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``train`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
+    """Add the ``train`` subcommand to the subparsers `sub`; return its parser (runs `run`)."""
     p = _subparser(sub, "train", "train one model on reference images (the seed's 'ref' "
                    "configuration, TIP 2020 reference mode) and save it; ST uses the "
                    "published reference demo's w_con = 5 unless --preset seed")

@@ -13,7 +13,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> argparse.ArgumentParser:
-    """Add the ``tune`` subcommand to the subparsers `sub`; return its parser (handler: `run`)."""
+    """Add the ``tune`` subcommand to the subparsers `sub`; return its parser (runs `run`)."""
     p = _subparser(sub, "tune", "Optuna (TPE) search of the hyper-parameters maximising "
                    "mean best-match IoU against ground truth; writes the best config")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders or globs")
