@@ -1,4 +1,4 @@
-"""Cells on the microscopy evaluation data: the project's microscopy workflow against the classical pipelines.
+"""Cells on the microscopy data: the project's microscopy workflow and the classical pipelines.
 
 Scores, on ``../shared/data/microscopy`` (see its README), the documented microscopy workflow
 of the project (the ``microscopy`` preset, then `imaging.objects.to_objects`) and what a
@@ -153,10 +153,10 @@ def project_objects(image: np.ndarray, method: str, seed: int, objects: dict[str
 
 
 # -- runs -------------------------------------------------------------------------------------
-def timed(run: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
-    """The result of `run` and its wall-clock seconds."""
+def timed(run: Callable[..., np.ndarray], *args: Any) -> tuple[np.ndarray, float]:
+    """The result of ``run(*args)`` and its wall-clock seconds."""
     start = time.perf_counter()
-    result = run()
+    result = run(*args)
     return result, time.perf_counter() - start
 
 
@@ -176,7 +176,7 @@ def em_rows(seeds: Sequence[int], slices: Sequence[int]) -> list[dict[str, Any]]
     for name, seed, run in workflows:
         per_image = []
         for index, (image, cells) in zip(slices, data, strict=True):
-            objects, seconds = timed(lambda: run(image, seed))
+            objects, seconds = timed(run, image, seed)
             miou, ari = score_cells(objects, cells)
             per_image.append({"slice": index, "miou": miou, "ari": ari, "seconds": seconds})
             print(f"  EM {index} {name} seed {seed}: {miou:.3f} / {ari:.3f} ({seconds:.0f} s)",
@@ -201,7 +201,7 @@ def confocal_rows(seeds: Sequence[int]) -> list[dict[str, Any]]:
     ]
     rows = []
     for name, seed, volume, run in workflows:
-        objects, seconds = timed(lambda: run(seed))
+        objects, seconds = timed(run, seed)
         scores = {"planes": score_planes(objects, cells)}
         if volume:
             scores["3-D"] = score_cells(objects, cells)

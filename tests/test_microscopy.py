@@ -12,6 +12,7 @@ from napari_kanezaki.core.config import PRESETS, load_preset
 from napari_kanezaki.imaging.objects import choose_background, membrane_class, to_objects
 from napari_kanezaki.imaging.preprocessing import median_blur, preprocess
 
+
 def tissue_truth(shape=(96, 96), n_cells: int = 20, seed: int = 3) -> np.ndarray:
     """Voronoi cells 1..N of random centres, between membranes (0) about 2 pixels wide."""
     rng = np.random.default_rng(seed)
@@ -126,3 +127,22 @@ def test_microscopy_st_preset_runs_on_a_volume_in_3d():
     config = load_preset("microscopy", "st").replace(max_iter=5)
     labels = segment(volume, "st", config=config, stack_mode="3d", seed=0, device="cpu")
     assert labels.shape == volume.shape and labels.min() >= 1
+
+
+# -- the faces ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["sp", "st"])
+def test_cli_preset_option_loads_the_microscopy_preset(method):
+    from napari_kanezaki.cli.parser import build_config, build_parser
+
+    args = build_parser().parse_args(["segment", "image.tif", "--method", method,
+                                      "--preset", "microscopy"])
+    assert build_config(args) == load_preset("microscopy", method)
+
+
+def test_widget_preset_chooser_offers_the_microscopy_preset(widget):
+    panel = widget.params
+    assert "microscopy" in panel.preset.choices
+    panel.preset.value = "microscopy"
+    assert panel.config() == load_preset("microscopy", "st")
+    panel.method.value = "sp"
+    assert panel.config() == load_preset("microscopy", "sp")

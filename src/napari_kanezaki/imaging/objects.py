@@ -5,13 +5,13 @@ counts and measures objects. `to_objects` turns a class label image into instanc
 
 1. **Background.** Every class is foreground except the background class(es), chosen
    (a) explicitly (``background=`` one id or several, e.g. the background and a membrane
-   class), or ``background="membranes"`` for cells between stained membranes: the thinnest
-   of the classes whose largest connected region spans the largest box (the membrane
-   network reaches across the image, the cells are cut apart by it), else (b) from scribbles: the class under most of the
-   pixels painted with scribble label 1 ("paint the background with label 1"), else (c)
-   automatically: the class covering the largest share of the image border (ties: the
-   larger class, then the smaller id). Label 0 (pixels the segmentation left out, e.g. a
-   cropped bar) is always background.
+   class), or ``background="membranes"`` for cells between stained membranes: the
+   thinnest of the classes whose largest connected region spans the largest box (the
+   membrane network reaches across the image, the cells are cut apart by it), else (b)
+   from scribbles: the class under most of the pixels painted with scribble label 1
+   ("paint the background with label 1"), else (c) automatically: the class covering the
+   largest share of the image border (ties: the larger class, then the smaller id). Label
+   0 (pixels the segmentation left out, e.g. a cropped bar) is always background.
 2. **Objects.** The connected components (face connectivity) of the foreground, all
    foreground classes merged: a cell whose nucleus, cytoplasm or rim came out as classes
    of their own is one object. With ``per_class=True`` each foreground class has its own
@@ -87,8 +87,8 @@ def to_objects(
     background : int or sequence of int or "membranes", optional
         The background class id(s); every other class is foreground. ``"membranes"``: the
         membranes of cells between stained membranes (EM, membrane-stained tissue), chosen
-        per image by `membrane_class`. Default: from `scribbles`, else the automatic rule (see
-        `choose_background`).
+        per image by `membrane_class`. Default: from `scribbles`, else the automatic rule
+        (see `choose_background`).
     scribbles : array_like of int, optional
         Scribbles of `labels`' shape (0 = not painted). The class under most of the pixels
         painted with label 1 is the background ("paint the background with label 1").
