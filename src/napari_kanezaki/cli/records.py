@@ -57,7 +57,7 @@ def write_run_files(outdir: Path, config, runtime: dict[str, Any], overwrite: bo
     if not overwrite and run_path.exists():
         try:
             old = json.loads(run_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # also UnicodeDecodeError
             raise CLIError(f"{run_path} is not a readable run record ({exc}); use another "
                            "output folder or --overwrite.") from exc
         if old.get("seed") != record.get("seed"):
