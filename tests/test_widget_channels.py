@@ -46,7 +46,7 @@ def test_three_channel_layers_are_combined_and_left_unchanged(widget, viewer, qt
     assert np.unique(labels).size >= 3
     assert widget.controls.result.segmenter.model.in_channels == 3  # all three were used
     assert adjusted_rand_score(truth.ravel(), labels.ravel()) > 0.3
-    for layer, data in zip((c0, c1, c2), before):
+    for layer, data in zip((c0, c1, c2), before, strict=True):
         np.testing.assert_array_equal(layer.data, data)
         assert layer.data.dtype == np.uint16
     # a single-channel image without partners of its shape offers nothing
