@@ -134,7 +134,7 @@ def test_microscopy_st_preset_runs_on_a_volume_in_3d():
 def test_cli_preset_option_loads_the_microscopy_preset(method):
     from napari_kanezaki.cli.parser import build_config, build_parser
 
-    args = build_parser().parse_args(["segment", "image.tif", "--method", method,
+    args = build_parser().parse_args(["segment", "image.tif", "-o", "out", "--method", method,
                                       "--preset", "microscopy"])
     assert build_config(args) == load_preset("microscopy", method)
 
@@ -145,4 +145,6 @@ def test_widget_preset_chooser_offers_the_microscopy_preset(widget):
     panel.preset.value = "microscopy"
     assert panel.config() == load_preset("microscopy", "st")
     panel.method.value = "sp"
+    panel.preset.value = "paper"
+    panel.preset.value = "microscopy"
     assert panel.config() == load_preset("microscopy", "sp")
