@@ -213,6 +213,10 @@ def test_segment_returns_the_objects_of_its_labels():
     huge = segment(image, "sp", objects=True, object_options={"min_size": 400},
                    **FAST_SP, **RUNTIME)
     assert huge.max() == 0
+    filled = segment(image, "sp", objects=True, object_options={"fill": np.inf},
+                     **FAST_SP, **RUNTIME)
+    np.testing.assert_array_equal(filled, to_objects(labels, fill=np.inf))
+    assert objects.min() == 0 and filled.min() >= 1  # the background went to the objects
     with pytest.raises(ValueError, match="unknown object option"):
         segment(image, "sp", objects=True, object_options={"min_sise": 3})
     with pytest.raises(ValueError, match="objects=True"):

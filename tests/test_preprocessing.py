@@ -203,7 +203,9 @@ def test_parameter_panel_round_trips_the_preprocessing_fields(qtbot):
     from napari_kanezaki.plugin.parameters import ParameterPanel
 
     panel = ParameterPanel("sp")
-    assert panel.config() == SPConfig(plateau_iter=20, n_segments=0)  # interactive preset
+    from napari_kanezaki.core.config import load_preset
+
+    assert panel.config() == load_preset("interactive", "sp")
     cfg = SPConfig(crop_bottom=65, resize_multiple=32, clahe=True, clahe_clip=3.0,
                    clahe_tiles=4, augment_clahe=True, median_blur=5, checkpoint="m.pt")
     panel.set_config(cfg)

@@ -15,7 +15,8 @@ __all__ = ["segment"]
 _RUNTIME_OPTIONS = ("seed", "device", "precision", "channel_axis")
 
 #: Keys of `segment`'s ``object_options`` (keyword arguments of `imaging.objects.to_objects`).
-OBJECT_OPTIONS = ("background", "per_class", "min_size", "split_touching", "min_distance")
+OBJECT_OPTIONS = ("background", "per_class", "min_size", "split_touching", "min_distance",
+                  "fill")
 
 
 def segment(
