@@ -41,3 +41,21 @@ def test_a_panel_that_does_not_remember_leaves_the_file_alone(qtbot):
     panel = ParameterPanel(remember=False)
     panel.fields["n_channels"].value = 33
     assert not last_settings_file().exists()
+
+
+def test_another_method_takes_its_presets_values_and_keeps_the_users(qtbot):
+    panel = ParameterPanel("st", remember=False)
+    panel.preset.value = "microscopy"
+    assert panel.config() == load_preset("microscopy", "st")  # 16 channels
+    panel.fields["lr"].value = 0.05  # the user's own value
+    panel.method.value = "sp"
+    assert panel.config() == load_preset("microscopy", "sp").replace(lr=0.05)  # 32 channels
+    panel.method.value = "st"
+    assert panel.config() == load_preset("microscopy", "st").replace(lr=0.05)
+
+
+def test_a_remembered_preset_keeps_the_remembered_values(qtbot):
+    first = ParameterPanel()
+    first.preset.value = "paper"
+    first.fields["max_iter"].value = 123
+    assert ParameterPanel().config() == load_preset("paper", "st").replace(max_iter=123)

@@ -219,7 +219,10 @@ class ParameterPanel(Container):
         )
         self.margins = (0, 0, 0, 0)
         self.method.changed.connect(self._update_visibility)
+        self.method.changed.connect(self._method_changed)
         self.preset.changed.connect(self._apply_preset)
+        self._method_shown = self.method.value
+        self._quiet = False  # True while the panel sets its own values (no preset follows)
         self.fields["superpixel"].changed.connect(self._update_visibility)
         self.show_advanced.changed.connect(self._update_visibility)
         load.changed.connect(self._ask_load)
@@ -258,10 +261,15 @@ class ParameterPanel(Container):
         for name, value in config.to_dict().items():
             if name in self.fields:
                 _check_shown_exactly(self.fields[name], SETTINGS[name], value)
-        self.method.value = config.method
-        for name, value in config.to_dict().items():
-            if name in self.fields:
-                self.fields[name].value = value
+        quiet, self._quiet = self._quiet, True
+        try:
+            self.method.value = config.method
+            self._method_shown = config.method
+            for name, value in config.to_dict().items():
+                if name in self.fields:
+                    self.fields[name].value = value
+        finally:
+            self._quiet = quiet
 
     def runtime(self) -> dict[str, Any]:
         """Return the `Segmenter` arguments other than the config: seed, device, precision."""
@@ -313,7 +321,9 @@ class ParameterPanel(Container):
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return  # no file yet, or one this version cannot read
         with contextlib.suppress(Exception):  # each optional value on its own
+            self._quiet = True  # the remembered values, not the preset's
             self.preset.value = state["preset"]
+        self._quiet = False
         with contextlib.suppress(Exception):
             self.seed.value = int(state["seed"])
         with contextlib.suppress(Exception):
@@ -368,8 +378,32 @@ class ParameterPanel(Container):
                 self.save_file(path)
 
     def _apply_preset(self) -> None:
+        if self._quiet:
+            return
         with report_errors():
             self.set_config(load_preset(self.preset.value, self.method.value))
+
+    def _method_changed(self) -> None:
+        """Another method: its own settings and those still at the preset's value take the
+        new method's preset values.
+
+        Presets differ between methods (e.g. *microscopy*: 32 channels for SP, 16 for ST);
+        a shared setting the user changed keeps its value.
+        """
+        old, new = self._method_shown, self.method.value
+        self._method_shown = new
+        if self._quiet or old == new:
+            return
+        with report_errors():
+            before = load_preset(self.preset.value, old).to_dict()
+            after = load_preset(self.preset.value, new).to_dict()
+            values = {name: self.fields[name].value for name in after if name in self.fields}
+            for name, value in after.items():
+                # settings the old method did not show, or still at its preset's value
+                if name in values and (name not in before or values[name] == before[name]):
+                    values[name] = value
+            self.set_config(config_for_method(new).from_dict({**after, **values,
+                                                              "method": new}))
 
     def show_for(self, mode: str) -> None:
         """Show only the settings that apply to `mode`.
