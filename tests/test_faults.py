@@ -447,11 +447,8 @@ CATALOGUE: list[Fault] = [
     # -- config files ----------------------------------------------------------------------
     Fault("cli: missing config file", (*SEG, *RUN, "--config", "{root}/nope.toml"),
           words="nope.toml"),
-    Fault("cli: config is a folder", (*SEG, *RUN, "--config", "{empty}"), words="is a folder",
-          marks=(pytest.mark.xfail(strict=True, reason=(
-              "core/config.py load_config (_format_of, line ~342) answers a folder with "
-              "\"cannot tell the format of 'empty': use a .toml ... file name\"; check "
-              "path.is_dir() first: '<path> is a folder; give the configuration file'")),)),
+    Fault("cli: config is a folder", (*SEG, *RUN, "--config", "{empty}"),
+          words="is a folder"),
     Fault("cli: config not TOML", (*SEG, *RUN, "--config", "{root}/bad.toml"),
           prepare=_put("bad.toml", b"method = st\n[[["), words="bad.toml"),
     Fault("cli: config with an unknown key", (*SEG, *RUN, "--config", "{root}/k.toml"),

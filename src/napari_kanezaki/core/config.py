@@ -344,6 +344,8 @@ def _format_of(path: Path) -> str:
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the configuration file (.toml or .yaml).")
     fmt = _format_of(path)
     if not path.is_file():
         raise FileNotFoundError(f"configuration file {path} does not exist.")
