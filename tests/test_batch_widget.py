@@ -244,3 +244,70 @@ def test_scribbles_of_a_pyramid_follow_the_level_read(widget, viewer, qtbot, mon
     assert labels.shape == (256, 256)
     assert set(np.unique(labels)) == {1, 2}  # every pixel in a painted class
     np.testing.assert_array_equal(scribbles.data, painted)  # the scribbles are untouched
+
+
+# -- a trained model on a lazy layer over the budget: exact tiled prediction --------------
+@pytest.fixture
+def whole_reads() -> list[int]:
+    """Sizes of the dask blocks the run's thread computes (napari's drawing is not counted)."""
+    import threading
+
+    import dask
+    from dask.callbacks import Callback
+
+    sizes: list[int] = []
+
+    def posttask(key, result, dsk, state, worker_id):
+        if threading.current_thread() is not threading.main_thread():
+            sizes.append(int(getattr(result, "size", 0)))
+
+    with dask.config.set(scheduler="synchronous"), Callback(posttask=posttask):
+        yield sizes
+
+
+@pytest.fixture
+def predicted_tiles(monkeypatch) -> list[int]:
+    """The number of tiles of every tiled prediction of a trained model."""
+    from napari_kanezaki.workflows import stacks
+
+    counts: list[int] = []
+    original = stacks.predict_tiles
+
+    def watched(segmenter, source, tiles, output, prefix=()):
+        counts.append(len(tiles))
+        return original(segmenter, source, tiles, output, prefix)
+
+    monkeypatch.setattr(stacks, "predict_tiles", watched)
+    return counts
+
+
+@pytest.mark.parametrize("mode", ["reference", "saved"])
+def test_a_trained_model_predicts_a_lazy_layer_over_the_budget_in_exact_tiles(
+    batch, viewer, qtbot, monkeypatch, tmp_path, errors, whole_reads, predicted_tiles, mode
+):
+    from napari_kanezaki import Segmenter, STConfig
+
+    # 250 kB for the network: the 16-channel prediction of 96 x 96 pixels needs 2.4 MB
+    monkeypatch.setattr("napari_kanezaki.workflows.stacks.default_memory_budget",
+                        lambda: BUDGET)
+    image = regions(96, seed=6)
+    lazy = viewer.add_image(da.from_array(image, chunks=(32, 32, 3)), name="lazy", rgb=True)
+    reference = viewer.add_image(regions(48, seed=7), name="reference", rgb=True)
+    model_file = None
+    if mode == "saved":
+        model = Segmenter(STConfig(n_channels=16, ref_size=32, max_update=3), seed=0,
+                          device="cpu", precision="fp32")
+        model.fit([regions(48, seed=7)])
+        model_file = model.save(tmp_path / "model.pt")
+    fast_settings(batch.params, {"n_channels": 16, "ref_size": 32, "max_update": 3})
+    batch.segment([lazy], mode=mode, references=[reference], model_file=model_file)
+    qtbot.waitUntil(lambda: not batch.controls.running, timeout=120_000)
+    assert not errors, errors
+
+    assert len(predicted_tiles) == 1 and predicted_tiles[0] > 4  # predicted in tiles
+    assert whole_reads and max(whole_reads) < image.size / 2  # never read whole
+    labels = np.asarray(viewer.layers["lazy segmentation"].data)
+    segmenter = batch.controls.result.segmenter
+    whole = segmenter.predict(image)  # the whole image at once, as published
+    assert np.mean(labels == whole) > 0.999 and set(np.unique(labels)) == set(np.unique(whole))
+    assert isinstance(lazy.data, da.Array)

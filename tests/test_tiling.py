@@ -12,6 +12,7 @@ from napari_kanezaki.imaging.images import NormalizedImage
 from napari_kanezaki.imaging.samples import noisy_regions
 from napari_kanezaki.imaging.sources import ImageSource
 from napari_kanezaki.imaging.tiles import create_output, fixed_bytes, iter_tiles, shape_for_budget
+from napari_kanezaki.workflows.stacks import predict_iter, run_to_end
 
 FAST = {"device": "cpu", "precision": "fp32"}
 
@@ -63,6 +64,66 @@ def test_tiled_prediction_equals_the_whole_image_one(config):
         np.testing.assert_array_equal(tiled[row - 1 : row + 1], whole[row - 1 : row + 1])
     # predict after tiling still uses batch statistics (the model is back in train mode)
     np.testing.assert_array_equal(segmenter.predict(x), whole)
+
+
+@pytest.mark.parametrize("preprocessing", [{}, {"median_blur": 3, "resize_multiple": 16}])
+def test_predict_iter_of_a_trained_model_over_the_budget_equals_whole_prediction(
+    preprocessing, monkeypatch
+):
+    import napari_kanezaki.workflows.stacks as stacks
+
+    image, _ = noisy_regions((90, 70), seed=1)
+    config = STConfig(n_channels=16, max_iter=15, min_labels=1, **preprocessing)
+    segmenter = Segmenter(config, seed=0, **FAST)
+    for _ in segmenter.run(image):
+        pass
+    whole = segmenter.predict(image)
+    grids = []
+    monkeypatch.setattr(stacks, "iter_tiles", lambda *args: grids.append(iter_tiles(*args))
+                        or grids[-1])
+    counting = CountingArray(image)
+    # 250 kB for the network: the 16-channel prediction of 90 x 70 pixels needs 1.6 MB
+    generator = predict_iter(segmenter, counting, memory_budget=1_000_000)
+    texts = []
+    while True:
+        try:
+            texts.append(next(generator).text)
+        except StopIteration as done:
+            result = done.value
+            break
+    assert len(grids) == 1 and len(grids[0]) > 4  # really tiled
+    assert texts[-1] == f"predicting tile {len(grids[0])}/{len(grids[0])}"
+    if not preprocessing:  # read in tiles; preprocessing works on the whole image
+        assert counting.reads and max(counting.reads) < image.size / 2
+    tiled = result.labels
+    assert not result.stopped and tiled.shape == whole.shape == image.shape[:2]
+    assert np.mean(whole == tiled) > 0.999  # same ids, not only the same partition
+    assert set(np.unique(tiled)) == set(np.unique(whole))
+    np.testing.assert_array_equal(segmenter.predict(image), whole)  # back in train mode
+    # within the budget: one whole prediction, no tiles
+    grids.clear()
+    untiled = run_to_end(predict_iter(segmenter, image, memory_budget=2**30))
+    assert not grids
+    np.testing.assert_array_equal(untiled.labels, whole)
+
+
+def test_predict_iter_stops_between_tiles_and_refuses_stacks():
+    import threading
+
+    image, _ = noisy_regions((64, 64), seed=2)
+    segmenter = Segmenter(STConfig(n_channels=8, max_iter=3, min_labels=1), seed=0, **FAST)
+    for _ in segmenter.run(image):
+        pass
+    stop = threading.Event()
+    generator = predict_iter(segmenter, image, tile_shape=(16, 16), stop=stop)
+    next(generator)
+    stop.set()
+    result = run_to_end(generator)
+    assert result.stopped and not result.labels.any()
+    with pytest.raises(ImageError, match="stack_mode"):
+        run_to_end(predict_iter(segmenter, np.zeros((3, 32, 32), np.float32), rgb=False))
+    with pytest.raises(RuntimeError, match="no trained model"):
+        run_to_end(predict_iter(Segmenter(STConfig()), image))
 
 
 def test_tiled_3d_prediction_is_seamless():

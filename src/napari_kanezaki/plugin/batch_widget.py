@@ -15,7 +15,9 @@ ones join the selection until the user changes it); it shows only the settings o
 mode (`ParameterPanel.show_for`). Every layer is read as `runner.layer_input` reads it: a
 pyramid at its finest level whose labels fit the memory budget (said in a notification); in
 the ``"each"`` mode each layer then takes the Python API's path (`runner.image_job`: lazy
-reading, random crops and exact tiles over the budget).
+reading, random crops and exact tiles over the budget), and in the ``"reference"`` and
+``"saved"`` modes the model predicts each layer with `stacks.predict_iter` (whole within the
+budget, otherwise exact tiles over lazily read regions).
 
 Importing this module does not import torch.
 """
@@ -27,7 +29,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Select
 from napari.layers import Image, Labels
 
@@ -163,6 +164,9 @@ class BatchWidget(Container):
         runtime = self.params.runtime()
         # A pyramid is read at its finest level whose labels fit the memory budget.
         sources = {layer.name: layer_input(layer) for layer in images}
+        # Reference and saved-model modes predict each layer with `stacks.predict_iter`:
+        # whole within the memory budget, otherwise in exact tiles read region by region.
+        targets = {name: (source.data, source.rgb) for name, source in sources.items()}
         if mode == "each":
             # Each layer as the Python API would: in memory when it fits the budget,
             # otherwise read lazily, trained on random crops and predicted in exact tiles.
@@ -178,14 +182,12 @@ class BatchWidget(Container):
                 raise ImageError("select at least one reference layer to train on.")
             config = self.params.config()
             training = [layer_image(layer) for layer in references]
-            targets = {name: np.asarray(source.data) for name, source in sources.items()}
             job = partial(fit_and_apply, training, targets, config, runtime)
 
         elif mode == "saved":
             path = Path(model_file) if model_file else None
             if path is None or not path.is_file():
                 raise FileNotFoundError(f"choose an existing model file (got {model_file}).")
-            targets = {name: np.asarray(source.data) for name, source in sources.items()}
             job = partial(apply_saved, path, targets, runtime)
 
         else:

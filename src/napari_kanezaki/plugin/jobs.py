@@ -319,25 +319,31 @@ def _spatial_shape_of(
 
 def fit_and_apply(
     references: Sequence[np.ndarray],
-    targets: Mapping[Hashable, np.ndarray],
+    targets: Mapping[Hashable, tuple[Any, bool | None]],
     config: Config,
     runtime: Mapping[str, Any],
     stop: threading.Event,
+    memory_budget: int | None = None,
 ) -> Job:
     """Train one model on reference images, then predict other images without retraining.
 
-    The reference-image mode of the TIP 2020 code (`Segmenter.fit_iter`). Stopping during
-    training keeps the weights reached so far (they can still be saved) but predicts
-    nothing; stopping during prediction skips the remaining targets.
+    The reference-image mode of the TIP 2020 code (`Segmenter.fit_iter`). Every target is
+    predicted by `stacks.predict_iter`: whole when its prediction fits the memory budget,
+    otherwise in exact tiles, reading lazy data region by region. Stopping during training
+    keeps the weights reached so far (they can still be saved) but predicts nothing;
+    stopping during prediction skips the target being tiled and the remaining ones.
 
     Parameters
     ----------
     references : sequence of numpy.ndarray
         Training images.
     targets : mapping
-        Output key -> image to predict.
+        Output key -> (2-D image, whether its last axis is RGB(A)); NumPy, dask or zarr
+        data, only read.
     config, runtime, stop
         As for `segment_each`.
+    memory_budget : int, optional
+        Bytes a prediction may use (default: `imaging.tiles.default_memory_budget`).
 
     Yields
     ------
@@ -356,15 +362,16 @@ def fit_and_apply(
         yield Update(state.iteration, n_updates + len(targets), text)
         if stop.is_set():
             break
-    yield from _predict_all(segmenter, targets, n_updates, stop)
+    yield from _predict_all(segmenter, targets, n_updates, stop, memory_budget)
     return JobResult(segmenter, stop.is_set())
 
 
 def apply_saved(
     path: str | Path,
-    targets: Mapping[Hashable, np.ndarray],
+    targets: Mapping[Hashable, tuple[Any, bool | None]],
     runtime: Mapping[str, Any],
     stop: threading.Event,
+    memory_budget: int | None = None,
 ) -> Job:
     """Segment images with a model file written by `Segmenter.save`.
 
@@ -373,11 +380,14 @@ def apply_saved(
     path : str or Path
         Model file.
     targets : mapping
-        Output key -> image to predict.
+        Output key -> (2-D image, whether its last axis is RGB(A)), predicted as in
+        `fit_and_apply`.
     runtime : mapping
         ``device`` and ``precision`` (a ``seed`` entry is ignored).
     stop : threading.Event
-        Set it to skip the remaining images.
+        Set it to skip the image being tiled and the remaining ones.
+    memory_budget : int, optional
+        Bytes a prediction may use (default: `imaging.tiles.default_memory_budget`).
 
     Yields
     ------
@@ -388,18 +398,38 @@ def apply_saved(
     if stop.is_set():  # stopped while torch was imported
         return JobResult(None, True)
     segmenter = Segmenter.load(path, device=runtime["device"], precision=runtime["precision"])
-    yield from _predict_all(segmenter, targets, 0, stop)
+    yield from _predict_all(segmenter, targets, 0, stop, memory_budget)
     return JobResult(segmenter, stop.is_set())
 
 
 def _predict_all(
-    segmenter: Segmenter, targets: Mapping[Hashable, np.ndarray], start: int, stop: threading.Event
+    segmenter: Segmenter,
+    targets: Mapping[Hashable, tuple[Any, bool | None]],
+    start: int,
+    stop: threading.Event,
+    memory_budget: int | None,
 ) -> Generator[Update, None, None]:
-    """Predict every target in turn, one progress step each, until `stop` is set."""
+    """Predict every target in turn (`stacks.predict_iter`), one progress step each.
+
+    Tiles report their progress in the text; `stop` ends the run between tiles or targets.
+    """
+    from napari_kanezaki.workflows.stacks import predict_iter
+
     total = start + len(targets)
-    for i, (key, image) in enumerate(targets.items(), start=1):
+    for i, (key, (image, rgb)) in enumerate(targets.items(), start=1):
         if stop.is_set():
             return
-        labels = segmenter.predict(image)
-        text = f"{short_name(key)}: {int(labels.max())} labels"
-        yield Update(start + i, total, text, key, labels)
+        name = short_name(key)
+        generator = predict_iter(segmenter, image, rgb=rgb, memory_budget=memory_budget,
+                                 stop=stop)
+        while True:
+            try:
+                progress = next(generator)
+            except StopIteration as done:
+                result = done.value
+                break
+            yield Update(start + i - 1, total, f"{name}: {progress.text}", key)
+        if result.stopped:
+            return
+        labels = result.labels
+        yield Update(start + i, total, f"{name}: {int(labels.max())} labels", key, labels)

@@ -23,12 +23,14 @@ Every image is normalised once for the whole data set (per channel, see `ImageSo
 Whenever training on a whole image or volume would exceed ``memory_budget``, training uses
 random crops and prediction goes tile by tile with whole-image BatchNorm statistics (see
 `tiling`); the input is then only read region by region (dask and zarr stay lazy) and the
-labels can be written to a zarr store.
+labels can be written to a zarr store. `predict_iter` applies an already trained 2-D model
+the same way: whole when its prediction fits the budget, else in exact tiles.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ import numpy as np
 from napari_kanezaki.core.config import Config, SPConfig
 from napari_kanezaki.core.tiling import fix_batchnorm_statistics, predict_tiles, train_on_crops
 from napari_kanezaki.imaging.images import ImageError, NormalizedImage
+from napari_kanezaki.imaging.planes import preprocess_planes
+from napari_kanezaki.imaging.preprocessing import is_active
 from napari_kanezaki.imaging.sources import ImageSource
 from napari_kanezaki.imaging.tiles import (
     check_tile_shape,
@@ -56,7 +60,7 @@ from napari_kanezaki.workflows.results import Progress, SegmentationResult, Stop
 if TYPE_CHECKING:
     from napari_kanezaki.core.segmenter import Segmenter
 
-__all__ = ["STACK_MODES", "check_stack_mode", "segment_iter", "run_to_end"]
+__all__ = ["STACK_MODES", "check_stack_mode", "segment_iter", "predict_iter", "run_to_end"]
 
 STACK_MODES = ("independent", "shared", "3d")
 _LOG = logging.getLogger("napari_kanezaki")
@@ -133,8 +137,9 @@ def segment_iter(
     seed, device, precision
         As for `Segmenter`.
     memory_budget : int, optional
-        Bytes the network may use (default: `default_memory_budget`, 60 % of the memory available). Inputs whose
-        training would need more are trained on random crops and predicted in tiles.
+        Bytes the network may use (default: `default_memory_budget`, 60 % of the memory
+        available). Inputs whose training would need more are trained on random crops and
+        predicted in tiles.
     tile_shape : sequence of int, optional
         Force tiling with this tile core size (one entry per network axis).
     n_crops, resample_every : int
@@ -234,6 +239,124 @@ def _run_mode(job, source, stack_mode, shape, model_dims, tiled, out, overwrite,
         output = create_output(shape, out, chunks=chunks, overwrite=overwrite)
         segmenter = yield from job.single(source, model_dims, output, (), scribbles, 0, 1)
     return output, segmenter
+
+
+def predict_iter(
+    segmenter: Segmenter,
+    image: Any,
+    *,
+    channel_axis: int | None = None,
+    rgb: bool | None = None,
+    memory_budget: int | None = None,
+    tile_shape: Sequence[int] | None = None,
+    stop: StopFlag | None = None,
+) -> Generator[Progress, None, SegmentationResult]:
+    """Label a 2-D image with a trained model, in bounded memory, yielding progress.
+
+    When the network's prediction working set fits `memory_budget` (and no `tile_shape` is
+    forced), the image is read whole and labelled by `Segmenter.predict` (BatchNorm with
+    the image's own statistics, as published). Otherwise the statistics of every BatchNorm
+    layer over the whole image are accumulated tile by tile (`fix_batchnorm_statistics`)
+    and the image is predicted in tiles read with a margin of ``n_conv`` pixels (the
+    receptive field), so the labels equal those of the whole prediction up to float
+    rounding; dask and zarr data are then only read region by region. The configuration's
+    preprocessing (``median_blur``, ``resize_multiple``, ``clahe``, ``crop_bottom``) works
+    on the whole image: with it on, the normalised image is held in memory, the network's
+    working set is still tiled, and the labels are mapped back to the image's shape.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        A trained (`Segmenter.run`, `Segmenter.fit`) or loaded (`Segmenter.load`) 2-D
+        model; its model is left in training mode (as `Segmenter.predict` expects).
+    image : array_like or ImageSource
+        2-D NumPy, dask or zarr image, grey, RGB(A) (last axis) or with `channel_axis`,
+        with the model's number of channels; normalised as in `segment_iter`.
+    channel_axis : int, optional
+        Axis of the channels.
+    rgb : bool, optional
+        Whether the last axis is RGB(A); default guessed (length 3 or 4).
+    memory_budget : int, optional
+        Bytes the prediction may use (default: `default_memory_budget`).
+    tile_shape : sequence of int, optional
+        Force tiled prediction with this tile core size (two entries).
+    stop : threading.Event, optional
+        When set, tiled prediction ends after the current tile and the labels are all 0.
+
+    Yields
+    ------
+    Progress
+        One step per BatchNorm statistics tile and per predicted tile (one step in all
+        for a whole prediction).
+
+    Returns
+    -------
+    SegmentationResult
+        int32 labels of the image's spatial shape, `segmenter`, and whether it was stopped.
+
+    Raises
+    ------
+    RuntimeError
+        The segmenter has no model.
+    ImageError
+        The image is not 2-D, or the budget or tile shape is invalid.
+    """
+    if segmenter.model is None:
+        raise RuntimeError("no trained model: call run(), fit() or Segmenter.load() first.")
+    if isinstance(image, ImageSource):
+        if channel_axis is not None or rgb is not None:
+            raise ImageError(
+                "an ImageSource already knows its channels; do not pass channel_axis or rgb "
+                "with it."
+            )
+        source = image
+    else:
+        source = ImageSource(image, channel_axis=channel_axis, rgb=rgb)
+    check_stack_mode(source, None)
+    stop = stop if stop is not None else _NeverStop()
+    config = segmenter.config
+    shape = source.spatial_shape
+    budget = network_budget(
+        default_memory_budget() if memory_budget is None else _check_budget(memory_budget),
+        source, labels_in_memory=True,
+    )
+    per_pixel = working_set_bytes(1, config.n_channels, training=False)
+    if tile_shape is None and per_pixel * math.prod(shape) <= budget:
+        labels = segmenter.predict(NormalizedImage(source.read()))
+        yield Progress(1, 1, f"{int(labels.max())} labels")
+        return SegmentationResult(labels, segmenter, False)
+    geometry = None
+    if is_active(config):  # whole-image steps: preprocess the normalised image at once
+        planes, geometry = preprocess_planes(source.read(), config)
+        source = ImageSource.from_normalized(planes)
+    model_shape = source.spatial_shape
+    if tile_shape is not None:
+        tile = check_tile_shape(tile_shape, 2)
+    else:  # leave room for the margin on every side of the tile
+        tile = shape_for_budget(model_shape, max(1, int(budget / per_pixel / 1.2)))
+    tiles = iter_tiles(model_shape, tile, config.n_conv)
+    _LOG.info("prediction over the memory budget (%.1f GiB): predicting in tiles of %s",
+              budget / 1024**3, tile)
+    n_norms = config.n_conv + 1  # BatchNorm layers: one per convolution
+    total = len(tiles) * (n_norms + 1)
+    output = create_output(model_shape)
+    passes = (
+        (fix_batchnorm_statistics(segmenter, source, tiles), 0, "BatchNorm statistics, tile",
+         len(tiles) * n_norms),
+        (predict_tiles(segmenter, source, tiles, output), len(tiles) * n_norms,
+         "predicting tile", len(tiles)),
+    )
+    try:
+        for counter, start, what, n in passes:
+            for i in counter:
+                yield Progress(start + i, total, f"{what} {i}/{n}")
+                if stop.is_set():
+                    counter.close()
+                    return SegmentationResult(np.zeros(shape, np.int32), segmenter, True)
+    finally:
+        segmenter.model.train()  # as published: `Segmenter.predict` uses batch statistics
+    labels = output if geometry is None else geometry.restore(output)
+    return SegmentationResult(labels, segmenter, False)
 
 
 def check_stack_mode(source: ImageSource, stack_mode: str | None) -> int:
@@ -469,7 +592,8 @@ class _Job:
                 "BatchNorm statistics of the stack, tile",
             )
             yield from self._tiles_progress(
-                predict_tiles(segmenter, self.source, tiles, output), len(tiles), "", "predicting tile"
+                predict_tiles(segmenter, self.source, tiles, output), len(tiles), "",
+                "predicting tile",
             )
         finally:
             assert segmenter.model is not None
