@@ -230,6 +230,31 @@ TINY = ["--n-channels", "16", "--max-iter", "20", "--n-segments", "300", "--meth
         "--device", "cpu", "--precision", "fp32", "-q"]
 
 
+def test_cli_objects_options_of_the_microscopy_workflow(tmp_path, capsys):
+    image = tmp_path / "cells.png"
+    iio.imwrite(image, disc_image())
+    out = tmp_path / "out"
+    options = ["--objects", "--background", "membranes", "--fill", "inf",
+               "--no-split-touching"]
+    assert main(["segment", str(image), *options, "-o", str(out), *TINY]) == 0
+    labels = tifffile.imread(out / "cells_labels.tif")
+    objects = tifffile.imread(out / "cells_objects.tif")
+    expected = to_objects(labels, background="membranes", fill=np.inf, split_touching=False)
+    np.testing.assert_array_equal(objects, expected)
+    assert objects.min() >= 1  # filled: no background left
+    # ids and the word do not mix; a negative fill and options without --objects are refused
+    for bad in (["--objects", "--background", "membranes", "1"],
+                ["--objects", "--fill", "-1"], ["--fill", "2"], ["--no-split-touching"]):
+        try:
+            status = main(["segment", str(image), *bad, "-o", str(tmp_path / "x"), *TINY])
+        except SystemExit as exit_:  # refused by argparse itself
+            status = exit_.code
+        assert status == 2
+        assert not (tmp_path / "x").exists()
+    err = capsys.readouterr().err
+    assert "membranes alone" in err and "need --objects" in err and "distance >= 0" in err
+
+
 def test_cli_writes_objects_beside_the_labels_and_never_overwrites(tmp_path, capsys):
     image = tmp_path / "cells.png"
     iio.imwrite(image, disc_image())

@@ -61,13 +61,27 @@ def _object_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--objects", action="store_true",
                        help="also write the objects as <stem>_objects.tif (not with --zarr; "
                        "default: classes only)")
-    group.add_argument("--background", type=int, nargs="+", default=None, metavar="ID",
+    group.add_argument("--background", nargs="+", default=None, metavar="ID",
                        help="background class id(s) of --objects, e.g. the background and a "
-                       "membrane class (default: the class painted with scribble label 1, "
-                       "else the class covering most of the image border)")
+                       "membrane class, or 'membranes': the thinnest class spanning the image "
+                       "(cells between stained membranes; default: the class painted with "
+                       "scribble label 1, else the class covering most of the image border)")
     group.add_argument("--min-object-size", type=_positive_int, default=DEFAULT_MIN_SIZE,
                        metavar="N", help="smallest object of --objects, in pixels (2-D) or "
                        "voxels (3-D)")
+    group.add_argument("--fill", type=_distance, default=0.0, metavar="PX",
+                       help="give background pixels within PX pixels to the nearest object "
+                       "('inf': every background pixel; EM slices: 1.5; default: 0, none)")
+    group.add_argument("--no-split-touching", dest="split_touching", action="store_false",
+                       help="keep touching objects of one connected region together (no "
+                       "watershed split; EM slices)")
+
+
+def _distance(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a distance >= 0 or 'inf', got {text!r}.")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -92,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--scribbles needs the ST method (--method st).")
     _check_outdir(args.output, images)
     _check_stack_inputs(args, config, images)
-    _check_object_options(args)
+    background = _check_object_options(args)
     write_run_files(args.output, config, _runtime(args, "segment", images), args.overwrite)
     jobs = [
         Job(name=img.stem, image=img, outdir=args.output, config=config.to_dict(),
@@ -104,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
             memory_budget=args.memory_budget,
             tile_shape=None if args.tile_shape is None else tuple(args.tile_shape),
             zarr=args.zarr, objects=args.objects,
-            background=None if args.background is None else tuple(args.background),
-            min_object_size=args.min_object_size)
+            background=background, min_object_size=args.min_object_size, fill=args.fill,
+            split_touching=args.split_touching)
         for img in images
     ]
     started = time.perf_counter()
@@ -117,12 +131,26 @@ def run(args: argparse.Namespace) -> int:
     return _summary(results, started, args.output)
 
 
-def _check_object_options(args: argparse.Namespace) -> None:
+def _check_object_options(args: argparse.Namespace) -> tuple[int, ...] | str | None:
+    """Check the objects options; return the background as `to_objects` takes it."""
     if args.objects and args.zarr:
         raise CLIError("--objects writes a TIFF beside TIFF labels; drop --zarr or --objects.")
     if not args.objects and (args.background is not None
-                             or args.min_object_size != DEFAULT_MIN_SIZE):
-        raise CLIError("--background and --min-object-size need --objects.")
+                             or args.min_object_size != DEFAULT_MIN_SIZE
+                             or args.fill != 0 or not args.split_touching):
+        raise CLIError("--background, --min-object-size, --fill and --no-split-touching "
+                       "need --objects.")
+    if args.background is None:
+        return None
+    if args.background == ["membranes"]:
+        return "membranes"
+    try:
+        return tuple(int(text) for text in args.background)
+    except ValueError:
+        raise CLIError(
+            f"--background {' '.join(args.background)}: give class ids (e.g. --background 0 2) "
+            "or the word membranes alone."
+        ) from None
 
 
 def _single_with_progress(job, config, quiet: bool):

@@ -80,10 +80,14 @@ class Job:
         lossless int32 TIFF ``<stem>_objects.tif`` (not with `zarr`). The background is
         `background`, else the class painted with scribble label 1, else the class covering
         most of the image border.
-    background : tuple of int, optional
-        Background class id(s) of the objects.
+    background : tuple of int or "membranes", optional
+        Background class id(s) of the objects, or ``"membranes"`` (see `to_objects`).
     min_object_size : int
         Smallest object kept, in pixels (2-D) or voxels (3-D).
+    fill : float
+        Background pixels within this distance of an object join it (``inf``: all).
+    split_touching : bool
+        Split touching objects of one connected region by a watershed.
     """
 
     name: str
@@ -106,8 +110,10 @@ class Job:
     tile_shape: tuple[int, ...] | None = None
     zarr: bool = False
     objects: bool = False
-    background: tuple[int, ...] | None = None
+    background: tuple[int, ...] | str | None = None
     min_object_size: int = DEFAULT_MIN_SIZE
+    fill: float = 0.0
+    split_touching: bool = True
 
     @property
     def uses_engine(self) -> bool:
@@ -135,6 +141,10 @@ class Job:
         options: dict[str, Any] = {"min_size": self.min_object_size}
         if self.background is not None:
             options["background"] = self.background
+        if self.fill:
+            options["fill"] = self.fill
+        if not self.split_touching:
+            options["split_touching"] = False
         return options
 
 
