@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import imageio.v3 as iio
@@ -59,6 +60,18 @@ def test_threaded_in_process_run_matches_sequential(tmp_path):
     a, b = labels_of(tmp_path / "seq", "abc"), labels_of(tmp_path / "par", "abc")
     for name in "abc":
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_a_job_leaves_the_process_torch_threads_as_they_were(tmp_path):
+    import torch
+
+    from napari_kanezaki.workflows.jobs import run_job
+
+    before = torch.get_num_threads()
+    job = make_jobs(tmp_path, tmp_path / "out", names=("a",))[0]
+    job = dataclasses.replace(job, torch_threads=before + 1)
+    assert run_job(job).status == "done"
+    assert torch.get_num_threads() == before
 
 
 def test_corrupt_image_is_reported_and_the_others_finish(tmp_path, capsys):

@@ -194,9 +194,20 @@ def run_job(job: Job, progress: Callable[[Any], None] | None = None) -> JobResul
 
 
 def _run_claimed(job: Job, progress: Callable[[Any], None] | None, start: float) -> JobResult:
-    """`run_job`'s work once the image is claimed."""
+    """`run_job`'s work once the image is claimed, with the job's torch threads."""
+    previous = _set_torch_threads(job.torch_threads)
     try:
-        _set_torch_threads(job.torch_threads)
+        return _segment_claimed(job, progress, start)
+    finally:
+        if previous is not None:  # torch's thread count is the whole process's: restore it
+            import torch
+
+            torch.set_num_threads(previous)
+
+
+def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
+                     start: float) -> JobResult:
+    try:
         from napari_kanezaki.core.config import config_for_method
         from napari_kanezaki.imaging.images import scribbles_from_published
         from napari_kanezaki.imaging.io import open_image, read_image
@@ -324,20 +335,24 @@ def _over_default_budget(job: Job, config: Any) -> bool:
         source.spatial_shape, config.n_channels, default_memory_budget())
 
 
-def _set_torch_threads(threads: int | None) -> None:
+def _set_torch_threads(threads: int | None) -> int | None:
+    """Set torch's CPU threads for a job; return the previous count (None: unchanged)."""
     if threads is None:
         try:
             from distributed import get_worker
 
             worker = get_worker()
         except (ImportError, ValueError):
-            return
+            return None
         cores = os.cpu_count() or 1
         threads = max(1, cores // max(1, worker.state.nthreads))
     import torch
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    previous = torch.get_num_threads()
+    if previous == threads:
+        return None
+    torch.set_num_threads(threads)
+    return previous
 
 
 def _count_labels(labels: Any) -> int:

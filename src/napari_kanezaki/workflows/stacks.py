@@ -163,15 +163,7 @@ def segment_iter(
     -------
     SegmentationResult
     """
-    if isinstance(image, ImageSource):
-        if channel_axis is not None or rgb is not None:
-            raise ImageError(
-                "an ImageSource already knows its channels; do not pass channel_axis or rgb "
-                "with it."
-            )
-        source = image
-    else:
-        source = ImageSource(image, channel_axis=channel_axis, rgb=rgb)
+    source = _source_of(image, channel_axis, rgb)
     job = _Job(
         source=source,
         config=config,
@@ -303,15 +295,7 @@ def predict_iter(
     """
     if segmenter.model is None:
         raise RuntimeError("no trained model: call run(), fit() or Segmenter.load() first.")
-    if isinstance(image, ImageSource):
-        if channel_axis is not None or rgb is not None:
-            raise ImageError(
-                "an ImageSource already knows its channels; do not pass channel_axis or rgb "
-                "with it."
-            )
-        source = image
-    else:
-        source = ImageSource(image, channel_axis=channel_axis, rgb=rgb)
+    source = _source_of(image, channel_axis, rgb)
     check_stack_mode(source, None)
     stop = stop if stop is not None else _NeverStop()
     config = segmenter.config
@@ -408,6 +392,18 @@ def run_to_end(generator: Generator[Progress, None, SegmentationResult]) -> Segm
             next(generator)
         except StopIteration as done:
             return done.value
+
+
+def _source_of(image: Any, channel_axis: int | None, rgb: bool | None) -> ImageSource:
+    """`image` as an `ImageSource` (an `ImageSource` as it is, without channel options)."""
+    if isinstance(image, ImageSource):
+        if channel_axis is not None or rgb is not None:
+            raise ImageError(
+                "an ImageSource already knows its channels; do not pass channel_axis or rgb "
+                "with it."
+            )
+        return image
+    return ImageSource(image, channel_axis=channel_axis, rgb=rgb)
 
 
 def _check_budget(budget: Any) -> int:
