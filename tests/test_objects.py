@@ -349,6 +349,35 @@ def test_batch_widget_adds_objects_per_layer(viewer, qtbot):
         assert found.max() >= 1
 
 
+def test_widget_objects_options_of_the_microscopy_workflow(widget, viewer, qtbot):
+    from napari_kanezaki.plugin.batch_widget import BatchWidget
+
+    image = viewer.add_image(disc_image(), name="cells")
+    fast_settings(widget.params, FAST_SP, "sp", plateau_iter=0)
+    widget.objects.enabled_box.value = True
+    assert not widget.objects.fill.native.isHidden()
+    widget.objects.background.value = "membranes"
+    widget.objects.fill.value = 2.5
+    widget.objects.split.value = False
+    widget.segment(image)
+    qtbot.waitUntil(lambda: not widget.controls.running, timeout=60_000)
+    labels = viewer.layers["cells segmentation"].data
+    expected = to_objects(labels, background="membranes", fill=2.5, split_touching=False)
+    np.testing.assert_array_equal(viewer.layers["cells objects"].data, expected)
+    # the batch dock takes the same options
+    batch = BatchWidget(viewer)
+    fast_settings(batch.params, FAST_SP, "sp", plateau_iter=0)
+    batch.objects.enabled_box.value = True
+    batch.objects.fill.value = 1e6  # every background pixel
+    other = viewer.add_image(disc_image(seed=1), name="more")
+    batch.segment([other])
+    qtbot.waitUntil(lambda: not batch.controls.running, timeout=60_000)
+    found = viewer.layers["more objects"].data
+    assert found.min() >= 1
+    np.testing.assert_array_equal(
+        found, to_objects(viewer.layers["more segmentation"].data, fill=1e6))
+
+
 @pytest.mark.parametrize("mode", ["3d", "independent"])
 def test_widget_objects_of_a_volume_follow_the_stack_mode(widget, viewer, qtbot, mode):
     data = np.random.default_rng(0).random((5, 24, 24)).astype(np.float32)

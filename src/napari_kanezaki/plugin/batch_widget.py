@@ -207,7 +207,7 @@ class BatchWidget(Container):
                 outputs[key] = add_output_layer(self._viewer, layer, suffix="objects",
                                                 source=source)
                 inputs[key] = layer
-                targets_objects[layer.name] = (key, {"min_size": int(self.objects.min_size.value),
+                targets_objects[layer.name] = (key, {**self.objects.options(),
                                                      "spacing": source.scale, "ndim": 2})
             job = partial(with_objects, job, targets_objects)
         levels = [f"{name}: {source.note()}" for name, source in sources.items()

@@ -24,6 +24,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FloatSpinBox,
     Label,
     PushButton,
     Select,
@@ -68,8 +69,15 @@ STACK_CHOICES = [
 ]
 
 
+#: The objects' background choices: (shown text, `to_objects` value).
+BACKGROUND_CHOICES = [
+    ("automatic: painted label 1, else the border's class", None),
+    ("membranes: the thinnest class spanning the image", "membranes"),
+]
+
+
 class ObjectControls(Container):
-    """The "objects" checkbox and the smallest object size (also used by the batch widget)."""
+    """The "objects" checkbox and the options of `to_objects` (also used by the batch widget)."""
 
     def __init__(self) -> None:
         self.enabled_box = CheckBox(
@@ -90,7 +98,26 @@ class ObjectControls(Container):
             value=DEFAULT_MIN_SIZE,
             tooltip="Smaller objects are removed: pixels (2-D) or voxels (3-D)",
         )
-        super().__init__(widgets=[self.enabled_box, self.min_size], labels=True)
+        self.background = ComboBox(
+            name="object_background", label="background", choices=BACKGROUND_CHOICES,
+            value=None,
+            tooltip="Which class is the background of the objects: automatic (the class "
+            "painted with scribble label 1, else the class covering most of the image border) "
+            "or membranes (the thinnest class spanning the image: cells between stained "
+            "membranes, e.g. EM slices)",
+        )
+        self.fill = FloatSpinBox(
+            name="object_fill", label="fill (px)", min=0.0, max=1e6, step=0.5, value=0.0,
+            tooltip="Background pixels within this distance of an object join it (0 = none; "
+            "1.5 for EM slices; a large value fills every background pixel)",
+        )
+        self.split = CheckBox(
+            name="split_touching", text="split touching objects", value=True,
+            tooltip="Split touching objects of one connected region by a watershed on the "
+            "distance transform (off for EM slices, where membranes already part the cells)",
+        )
+        super().__init__(widgets=[self.enabled_box, self.min_size, self.background, self.fill,
+                                  self.split], labels=True)
         self.margins = (0, 0, 0, 0)
         self.enabled_box.changed.connect(self._update_visibility)
         self._update_visibility()
@@ -100,8 +127,20 @@ class ObjectControls(Container):
         """True when objects are asked for."""
         return bool(self.enabled_box.value)
 
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of `to_objects` the controls describe (scribbles, spacing aside)."""
+        options: dict[str, Any] = {"min_size": int(self.min_size.value)}
+        if self.background.value is not None:
+            options["background"] = self.background.value
+        if self.fill.value:
+            options["fill"] = float(self.fill.value)
+        if not self.split.value:
+            options["split_touching"] = False
+        return options
+
     def _update_visibility(self, *_args) -> None:
-        self.min_size.visible = self.wanted
+        for widget in (self.min_size, self.background, self.fill, self.split):
+            widget.visible = self.wanted
 
 
 class SegmentWidget(Container):
@@ -389,8 +428,8 @@ class SegmentWidget(Container):
                 if scribble_data is not None:
                     scribble_data = source.resample(scribble_data)
             options = {
+                **self.objects.options(),
                 "scribbles": scribble_data,
-                "min_size": int(self.objects.min_size.value),
                 "spacing": spacing,
                 "ndim": object_ndim,
             }
