@@ -11,6 +11,7 @@ from napari_kanezaki import SPConfig, STConfig, segment
 from napari_kanezaki.core.config import PRESETS, load_preset
 from napari_kanezaki.imaging.objects import choose_background, membrane_class, to_objects
 from napari_kanezaki.imaging.preprocessing import median_blur, preprocess
+from test_objects import cell_sheet
 
 
 def tissue_truth(shape=(96, 96), n_cells: int = 20, seed: int = 3) -> np.ndarray:
@@ -65,15 +66,6 @@ def test_microscopy_workflow_finds_the_cells_between_membranes():
 
 
 # -- membranes as background, fill -------------------------------------------------------------
-def cell_sheet() -> np.ndarray:
-    """Cells (class 5) covering the border, between membranes (class 7)."""
-    classes = np.full((96, 96), 5, np.int32)
-    for line in (23, 47, 71):
-        classes[line : line + 2] = 7
-        classes[:, line : line + 2] = 7
-    return classes
-
-
 def test_membranes_background_is_the_thin_class_across_the_image():
     classes = cell_sheet()
     assert choose_background(classes) == 5  # the border rule takes the cells here...
