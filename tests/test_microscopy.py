@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from test_objects import cell_sheet
 
 from napari_kanezaki import SPConfig, STConfig, segment
 from napari_kanezaki.core.config import PRESETS, load_preset
 from napari_kanezaki.imaging.objects import choose_background, membrane_class, to_objects
 from napari_kanezaki.imaging.preprocessing import median_blur, preprocess
-from test_objects import cell_sheet
 
 
 def tissue_truth(shape=(96, 96), n_cells: int = 20, seed: int = 3) -> np.ndarray:
