@@ -10,7 +10,12 @@ from test_objects import cell_sheet
 
 from napari_kanezaki import SPConfig, STConfig, segment
 from napari_kanezaki.core.config import PRESETS, load_preset
-from napari_kanezaki.imaging.objects import choose_background, membrane_class, to_objects
+from napari_kanezaki.imaging.objects import (
+    choose_background,
+    classes_by_intensity,
+    membrane_class,
+    to_objects,
+)
 from napari_kanezaki.imaging.preprocessing import median_blur, preprocess
 
 
@@ -79,6 +84,51 @@ def test_membranes_background_is_the_thin_class_across_the_image():
     assert membrane_class(np.zeros((4, 4), np.int32)) == 0
     with pytest.raises(ValueError, match="membranes"):
         to_objects(classes, background="membrane")
+
+
+def test_bright_or_dark_background_is_chosen_by_the_image():
+    classes = cell_sheet()  # 7: membranes, 5: cells
+    classes[10:12, 10:12] = 3  # a third class: a bright speck inside one cell
+    rng = np.random.default_rng(0)
+    stained = np.where(classes == 7, 0.6, 0.2) + rng.normal(0, 0.05, classes.shape)
+    stained[classes == 3] += 0.5
+    assert classes_by_intensity(classes, stained, bright=True) == [3, 7]
+    assert classes_by_intensity(classes, -stained, bright=False) == [3, 7]
+    assert classes_by_intensity(classes, stained, bright=False) == [5]
+    before = stained.copy()
+    expected = to_objects(classes, background=[3, 7])
+    assert expected.max() == 16
+    np.testing.assert_array_equal(to_objects(classes, background="bright", image=stained),
+                                  expected)
+    np.testing.assert_array_equal(stained, before)  # the image is not modified
+    # channels on a last axis are averaged
+    rgb = np.repeat(stained[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(to_objects(classes, background="bright", image=rgb),
+                                  expected)
+    # per plane of a stack, each plane with its own classes
+    stack = np.stack([classes, np.where(classes == 7, 2, 9)])
+    images = np.stack([-stained, np.where(classes == 7, 0.1, 0.8)])
+    second = to_objects(stack[1], background=2)
+    np.testing.assert_array_equal(
+        to_objects(stack, background="dark", image=images, ndim=2),
+        np.stack([expected, np.where(second > 0, second + 16, 0)]))
+    assert classes_by_intensity(np.zeros((4, 4), np.int32), np.zeros((4, 4)), bright=True) == []
+    with pytest.raises(ValueError, match="image="):
+        to_objects(classes, background="bright")
+    with pytest.raises(ValueError, match="shape"):
+        to_objects(classes, background="dark", image=stained[:-1])
+    with pytest.raises(ValueError, match="'bright' or 'dark'"):
+        to_objects(classes, background="brightest", image=stained)
+
+
+def test_segment_api_passes_the_image_for_a_background_by_intensity():
+    image = em_like()
+    options = dict(config=load_preset("microscopy", "sp"), seed=0, device="cpu", max_iter=30)
+    labels = segment(image, "sp", **options)
+    cells = segment(image, "sp", objects=True, object_options={"background": "dark"},
+                    **options)
+    np.testing.assert_array_equal(cells, to_objects(labels, background="dark", image=image))
+    assert_cells(cells, tissue_truth(), iou=0.9)
 
 
 def test_fill_shares_the_membranes_out_among_the_cells():

@@ -242,6 +242,15 @@ def test_cli_objects_options_of_the_microscopy_workflow(tmp_path, capsys):
     expected = to_objects(labels, background="membranes", fill=np.inf, split_touching=False)
     np.testing.assert_array_equal(objects, expected)
     assert objects.min() >= 1  # filled: no background left
+    # the classes darker than the image are the background: the bright discs are the objects
+    dark = tmp_path / "dark"
+    assert main(["segment", str(image), "--objects", "--background", "dark", "-o",
+                 str(dark), *TINY]) == 0
+    labels = tifffile.imread(dark / "cells_labels.tif")
+    objects = tifffile.imread(dark / "cells_objects.tif")
+    np.testing.assert_array_equal(
+        objects, to_objects(labels, background="dark", image=iio.imread(image)))
+    assert objects.max() == discs().max()
     # ids and the word do not mix; a negative fill and options without --objects are refused
     for bad in (["--objects", "--background", "membranes", "1"],
                 ["--objects", "--fill", "-1"], ["--fill", "2"], ["--no-split-touching"]):
@@ -252,7 +261,7 @@ def test_cli_objects_options_of_the_microscopy_workflow(tmp_path, capsys):
         assert status == 2
         assert not (tmp_path / "x").exists()
     err = capsys.readouterr().err
-    assert "membranes alone" in err and "need --objects" in err and "distance >= 0" in err
+    assert "membranes, bright, dark alone" in err and "need --objects" in err and "distance >= 0" in err
 
 
 def test_cli_writes_objects_beside_the_labels_and_never_overwrites(tmp_path, capsys):
@@ -376,6 +385,50 @@ def test_widget_objects_options_of_the_microscopy_workflow(widget, viewer, qtbot
     assert found.min() >= 1
     np.testing.assert_array_equal(
         found, to_objects(viewer.layers["more segmentation"].data, fill=1e6))
+
+
+def test_widget_objects_with_the_background_chosen_by_intensity(widget, viewer, qtbot):
+    from napari_kanezaki.imaging.sources import grey_image
+    from napari_kanezaki.plugin.batch_widget import BatchWidget
+
+    image = viewer.add_image(disc_image(), name="cells")
+    before = image.data.copy()
+    fast_settings(widget.params, FAST_SP, "sp", plateau_iter=0)
+    widget.objects.enabled_box.value = True
+    widget.objects.background.value = "dark"  # the dark classes: the bright discs are objects
+    widget.segment(image)
+    qtbot.waitUntil(lambda: not widget.controls.running, timeout=60_000)
+    labels = viewer.layers["cells segmentation"].data
+    found = viewer.layers["cells objects"].data
+    np.testing.assert_array_equal(found, to_objects(labels, background="dark", image=before))
+    assert found.max() >= 1
+    np.testing.assert_array_equal(image.data, before)
+    # the batch dock reads its layers likewise
+    batch = BatchWidget(viewer)
+    fast_settings(batch.params, FAST_SP, "sp", plateau_iter=0)
+    batch.objects.enabled_box.value = True
+    batch.objects.background.value = "bright"
+    other = viewer.add_image(disc_image(seed=1), name="more")
+    batch.segment([other])
+    qtbot.waitUntil(lambda: not batch.controls.running, timeout=60_000)
+    np.testing.assert_array_equal(
+        viewer.layers["more objects"].data,
+        to_objects(viewer.layers["more segmentation"].data, background="bright",
+                   image=disc_image(seed=1)))
+    # a volume in 3d mode: the whole volume's intensity, as the network saw it
+    data = np.random.default_rng(0).random((5, 24, 24)).astype(np.float32)
+    data[:, 6:18, 12:] += 1.0
+    volume = viewer.add_image(data, name="vol")
+    fast_settings(widget.params, {"n_channels": 8, "max_iter": 6, "min_labels": 1}, "st")
+    widget.stack_mode.value = "3d"
+    widget.objects.background.value = "bright"
+    widget.objects.min_size.value = 3
+    widget.segment(volume)
+    qtbot.waitUntil(lambda: not widget.controls.running, timeout=60_000)
+    np.testing.assert_array_equal(
+        viewer.layers["vol objects"].data,
+        to_objects(viewer.layers["vol segmentation"].data, background="bright",
+                   image=grey_image(data), min_size=3, ndim=3, spacing=(1.0, 1.0, 1.0)))
 
 
 @pytest.mark.parametrize("mode", ["3d", "independent"])

@@ -64,8 +64,10 @@ def _object_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--background", nargs="+", default=None, metavar="ID",
                        help="background class id(s) of --objects, e.g. the background and a "
                        "membrane class, or 'membranes': the thinnest class spanning the image "
-                       "(cells between stained membranes; default: the class painted with "
-                       "scribble label 1, else the class covering most of the image border)")
+                       "(cells between stained membranes, EM), or 'bright' / 'dark': the "
+                       "classes brighter / darker than the image (stained membranes in "
+                       "fluorescence / EM); default: the class painted with scribble label 1, "
+                       "else the class covering most of the image border")
     group.add_argument("--min-object-size", type=_positive_int, default=DEFAULT_MIN_SIZE,
                        metavar="N", help="smallest object of --objects, in pixels (2-D) or "
                        "voxels (3-D)")
@@ -142,14 +144,14 @@ def _check_object_options(args: argparse.Namespace) -> tuple[int, ...] | str | N
                        "need --objects.")
     if args.background is None:
         return None
-    if args.background == ["membranes"]:
-        return "membranes"
+    if len(args.background) == 1 and args.background[0] in ("membranes", "bright", "dark"):
+        return args.background[0]
     try:
         return tuple(int(text) for text in args.background)
     except ValueError:
         raise CLIError(
             f"--background {' '.join(args.background)}: give class ids (e.g. --background 0 2) "
-            "or the word membranes alone."
+            "or one of the words membranes, bright, dark alone."
         ) from None
 
 

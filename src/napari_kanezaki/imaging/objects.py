@@ -10,8 +10,11 @@ counts and measures objects. `to_objects` turns a class label image into instanc
    membrane network reaches across the image, the cells are cut apart by it), else (b)
    from scribbles: the class under most of the pixels painted with scribble label 1
    ("paint the background with label 1"), else (c) automatically: the class covering the
-   largest share of the image border (ties: the larger class, then the smaller id). Label
-   0 (pixels the segmentation left out, e.g. a cropped bar) is always background.
+   largest share of the image border (ties: the larger class, then the smaller id). With
+   the image at hand, ``background="bright"`` makes every class brighter on average than
+   the image (stained membranes in fluorescence: the membranes and any bright
+   stain), ``"dark"`` every class darker (membranes in EM). Label 0 (pixels the
+   segmentation left out, e.g. a cropped bar) is always background.
 2. **Objects.** The connected components (face connectivity) of the foreground, all
    foreground classes merged: a cell whose nucleus, cytoplasm or rim came out as classes
    of their own is one object. With ``per_class=True`` each foreground class has its own
@@ -41,11 +44,14 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "BY_INTENSITY",
     "DEFAULT_MIN_DISTANCE",
     "DEFAULT_MIN_SIZE",
     "MEMBRANES",
     "choose_background",
+    "classes_by_intensity",
     "membrane_class",
+    "needs_image",
     "to_objects",
 ]
 
@@ -63,11 +69,16 @@ SEED_DEPTH = 1.0
 #: The `background` value that chooses the membrane class (see `membrane_class`).
 MEMBRANES = "membranes"
 
+#: The `background` values that choose the classes by the image's intensity (see
+#: `classes_by_intensity`): brighter or darker on average than the whole image.
+BY_INTENSITY = ("bright", "dark")
+
 
 def to_objects(
     labels: np.ndarray,
     *,
     background: int | Sequence[int] | str | None = None,
+    image: np.ndarray | None = None,
     scribbles: np.ndarray | None = None,
     per_class: bool = False,
     min_size: int = DEFAULT_MIN_SIZE,
@@ -84,11 +95,16 @@ def to_objects(
     labels : array_like of int
         Class labels, 2-D ``(Y, X)`` or 3-D ``(Z, Y, X)`` (or a stack of those, see
         `ndim`). Never modified. Label 0 is always background.
-    background : int or sequence of int or "membranes", optional
+    background : int or sequence of int or {"membranes", "bright", "dark"}, optional
         The background class id(s); every other class is foreground. ``"membranes"``: the
         membranes of cells between stained membranes (EM, membrane-stained tissue), chosen
-        per image by `membrane_class`. Default: from `scribbles`, else the automatic rule
-        (see `choose_background`).
+        per image by their shape (`membrane_class`). ``"bright"`` / ``"dark"`` (needs
+        `image`): every class brighter / darker on average than the image
+        (`classes_by_intensity`): stained membranes in fluorescence / membranes in EM.
+        Default: from `scribbles`, else the automatic rule (see `choose_background`).
+    image : array_like, optional
+        The image segmented, of `labels`' shape (or with a last axis of channels, averaged),
+        for ``background="bright"`` or ``"dark"``. Never modified.
     scribbles : array_like of int, optional
         Scribbles of `labels`' shape (0 = not painted). The class under most of the pixels
         painted with label 1 is the background ("paint the background with label 1").
@@ -167,16 +183,22 @@ def to_objects(
             raise ValueError(
                 f"scribbles have shape {marks.shape} but the labels {array.shape}."
             )
-    membranes = isinstance(background, str)
-    if membranes and background != MEMBRANES:
-        raise ValueError(f"background must be class id(s) or {MEMBRANES!r}, got {background!r}.")
-    explicit = (None if background is None or membranes
+    named = isinstance(background, str)
+    if named and background not in (MEMBRANES, *BY_INTENSITY):
+        raise ValueError(
+            f"background must be class id(s), {MEMBRANES!r}, 'bright' or 'dark', got "
+            f"{background!r}."
+        )
+    intensity = _intensity(image, array.shape) if needs_image(background) else None
+    explicit = (None if background is None or named
                 else np.atleast_1d(background).astype(np.int64))
     out = np.zeros(array.shape, np.int32)
     offset = 0
     for lead in np.ndindex(*array.shape[: array.ndim - ndim]):
         block = array[lead]
-        if membranes:
+        if intensity is not None:
+            bg = classes_by_intensity(block, intensity[lead], bright=background == "bright")
+        elif named:
             bg = [membrane_class(block)]
         elif explicit is None:
             bg = [choose_background(block, None if marks is None else marks[lead])]
@@ -190,6 +212,11 @@ def to_objects(
         out[lead] = np.where(objects > 0, objects + offset, 0)
         offset += n
     return out
+
+
+def needs_image(background: object) -> bool:
+    """Whether `to_objects` needs the image for this `background` ("bright" or "dark")."""
+    return isinstance(background, str) and background in BY_INTENSITY
 
 
 def membrane_class(labels: np.ndarray) -> int:
@@ -223,6 +250,39 @@ def membrane_class(labels: np.ndarray) -> int:
         if best_key is None or key < best_key:
             best, best_key = int(value), key
     return best
+
+
+def classes_by_intensity(labels: np.ndarray, image: np.ndarray, *, bright: bool) -> list[int]:
+    """The classes brighter (or darker) on average than the image: stained membranes.
+
+    Parameters
+    ----------
+    labels : array_like of int
+        Class labels (0 is ignored).
+    image : array_like
+        Grey image of `labels`' shape.
+    bright : bool
+        True: the classes whose mean intensity is above the mean over the labelled pixels
+        (fluorescence: the stained membranes and any bright stain); False: below it (EM:
+        the dark membranes).
+
+    Returns
+    -------
+    list of int
+        The class ids, ascending; never every class (of classes with equal means none is
+        chosen), empty when `labels` holds only 0.
+    """
+    array = np.asarray(labels)
+    values = np.asarray(image, dtype=np.float64)
+    inside = array != 0
+    ids, index = np.unique(array[inside], return_inverse=True)
+    if ids.size == 0:
+        return []
+    counts = np.bincount(index, minlength=ids.size)
+    means = np.bincount(index, weights=values[inside], minlength=ids.size) / counts
+    overall = float(values[inside].mean())
+    chosen = means > overall if bright else means < overall
+    return [int(value) for value in ids[chosen]]
 
 
 def choose_background(labels: np.ndarray, scribbles: np.ndarray | None = None) -> int:
@@ -268,6 +328,24 @@ def choose_background(labels: np.ndarray, scribbles: np.ndarray | None = None) -
 
 
 # -- internals -----------------------------------------------------------------------------
+def _intensity(image: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """`image` as grey values of `shape` (channels on a last axis averaged)."""
+    if image is None:
+        raise ValueError(
+            "background='bright' or 'dark' chooses the classes by the image's intensity: "
+            "pass the image segmented as image=."
+        )
+    values = np.asarray(image)
+    if values.shape != shape and values.shape[:-1] == shape:
+        values = values.mean(axis=-1)
+    if values.shape != shape:
+        raise ValueError(
+            f"image has shape {values.shape} but the labels {shape}: pass the image that "
+            "was segmented (channels, if any, on its last axis)."
+        )
+    return values
+
+
 def _relative_spacing(spacing: Sequence[float] | None, ndim: int) -> np.ndarray:
     """Spacing divided by its smallest entry (ones without spacing)."""
     if spacing is None:

@@ -18,7 +18,7 @@ from napari_kanezaki.imaging.images import (
     scale_into,
 )
 
-__all__ = ["ImageSource"]
+__all__ = ["ImageSource", "grey_image"]
 
 
 class ImageSource:
@@ -264,3 +264,27 @@ class ImageSource:
                 index.append(slice(start, start + s))
             parts.append(self._read_raw(tuple(index)).reshape(self.n_channels, -1))
         return np.concatenate(parts, axis=1)
+
+
+def grey_image(image: Any, *, channel_axis: int | None = None,
+               rgb: bool | None = None) -> np.ndarray:
+    """The image as the network sees it, its channels averaged: float of its spatial shape.
+
+    Parameters
+    ----------
+    image : array_like or ImageSource
+        Any image `ImageSource` reads (read whole here).
+    channel_axis : int, optional
+        Axis of the channels.
+    rgb : bool, optional
+        Whether the last axis is RGB(A) (default: guessed).
+
+    Returns
+    -------
+    numpy.ndarray
+        The normalised channels' mean, of the image's spatial shape (e.g. for
+        ``to_objects(..., background="bright", image=...)``).
+    """
+    source = image if isinstance(image, ImageSource) else ImageSource(
+        image, channel_axis=channel_axis, rgb=rgb)
+    return np.asarray(source.read()).mean(axis=0)

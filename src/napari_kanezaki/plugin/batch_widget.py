@@ -33,6 +33,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Select
 from napari.layers import Image, Labels
 
 from napari_kanezaki.imaging.images import ImageError
+from napari_kanezaki.imaging.objects import needs_image
+from napari_kanezaki.imaging.sources import grey_image
 from napari_kanezaki.plugin.jobs import apply_saved, fit_and_apply, in_turn
 from napari_kanezaki.plugin.notify import notify_info, report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
@@ -207,8 +209,11 @@ class BatchWidget(Container):
                 outputs[key] = add_output_layer(self._viewer, layer, suffix="objects",
                                                 source=source)
                 inputs[key] = layer
-                targets_objects[layer.name] = (key, {**self.objects.options(),
-                                                     "spacing": source.scale, "ndim": 2})
+                options = {**self.objects.options(), "spacing": source.scale, "ndim": 2}
+                if needs_image(options.get("background")):  # read in the worker, at the end
+                    options["image"] = partial(grey_image, source.data, rgb=source.rgb,
+                                               channel_axis=source.channel_axis)
+                targets_objects[layer.name] = (key, options)
             job = partial(with_objects, job, targets_objects)
         levels = [f"{name}: {source.note()}" for name, source in sources.items()
                   if source.note()]

@@ -33,7 +33,8 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 
 from napari_kanezaki.imaging.images import ImageError
-from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
+from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE, needs_image
+from napari_kanezaki.imaging.sources import grey_image
 from napari_kanezaki.plugin.jobs import Job, Update, segment_stack
 from napari_kanezaki.plugin.notify import notify_info, report_errors
 from napari_kanezaki.plugin.parameters import ParameterPanel
@@ -73,6 +74,8 @@ STACK_CHOICES = [
 BACKGROUND_CHOICES = [
     ("automatic: painted label 1, else the border's class", None),
     ("membranes: the thinnest class spanning the image", "membranes"),
+    ("bright: classes brighter than the image (fluorescence)", "bright"),
+    ("dark: classes darker than the image (EM)", "dark"),
 ]
 
 
@@ -368,6 +371,7 @@ class SegmentWidget(Container):
         """
         config = self.params.config()
         combined = combine_channels(image, channels) if channels else None
+        stack_data = None
         scribble_data = None
         if scribbles is not None:
             if tuple(scribbles.data.shape) != spatial_shape(image):
@@ -384,10 +388,11 @@ class SegmentWidget(Container):
         if ndim > 2:
             mode = stack_mode if stack_mode is not None else self.stack_mode.value
             spacing = tuple(float(s) for s in image.scale[-ndim:]) if mode == "3d" else None
+            stack_data = layer_data(image) if combined is None else combined
             job = partial(
                 segment_stack,
                 image.name,
-                layer_data(image) if combined is None else combined,
+                stack_data,
                 config,
                 runtime,
                 stack_mode=mode,
@@ -433,6 +438,13 @@ class SegmentWidget(Container):
                 "spacing": spacing,
                 "ndim": object_ndim,
             }
+            if needs_image(options.get("background")):  # read in the worker, at the end
+                options["image"] = (
+                    partial(grey_image, source.data, rgb=source.rgb,
+                            channel_axis=source.channel_axis) if source is not None
+                    else partial(grey_image, stack_data, rgb=bool(image.rgb)
+                                 if combined is None else None,
+                                 channel_axis=None if combined is None else -1))
             key = (image.name, "objects")
             job = partial(with_objects, job, {image.name: (key, options)})
             outputs[key] = add_output_layer(self._viewer, image, suffix=f"objects{run_name}",
@@ -527,6 +539,8 @@ def _objects_update(
     from napari_kanezaki.imaging.objects import to_objects
 
     key, options = target
+    if callable(options.get("image")):  # the grey image, read only when it is needed
+        options = {**options, "image": options["image"]()}
     found = to_objects(np.asarray(update.labels), **options)
     text = f"{update.key}: {int(found.max())} objects"
     yield Update(update.step, update.total, text, key, found)

@@ -85,7 +85,8 @@ def segment(
         volume with ``stack_mode="3d"`` (`spacing` is used); ids are unique over the array.
         Not with `out`.
     object_options : mapping, optional
-        With `objects`: ``background`` (class id or ids), ``per_class`` (default False:
+        With `objects`: ``background`` (class id or ids, ``"membranes"``, or ``"bright"``
+        / ``"dark"``: the classes brighter / darker than the image), ``per_class`` (default False:
         the foreground classes are merged), ``min_size`` (pixels/voxels, default 20),
         ``split_touching`` (default True), ``min_distance`` (between object centres, in
         pixels of the finest axis, default 5); see `to_objects`.
@@ -113,11 +114,16 @@ def segment(
                       tile_shape=tile_shape, out=out, overwrite=overwrite, **options)
     if not objects:
         return labels
-    from napari_kanezaki.imaging.objects import to_objects
+    from napari_kanezaki.imaging.objects import needs_image, to_objects
+    from napari_kanezaki.imaging.sources import grey_image
 
     ndim = 3 if stack_mode == "3d" else 2
+    grey = None
+    if needs_image(object_options.get("background")):
+        grey = grey_image(image, channel_axis=options.get("channel_axis"), rgb=rgb)
     return to_objects(
         labels,
+        image=grey,
         scribbles=scribbles,
         spacing=None if spacing is None else tuple(spacing)[-ndim:],
         ndim=ndim,

@@ -80,8 +80,8 @@ class Job:
         lossless int32 TIFF ``<stem>_objects.tif`` (not with `zarr`). The background is
         `background`, else the class painted with scribble label 1, else the class covering
         most of the image border.
-    background : tuple of int or "membranes", optional
-        Background class id(s) of the objects, or ``"membranes"`` (see `to_objects`).
+    background : tuple of int or {"membranes", "bright", "dark"}, optional
+        Background class id(s) of the objects, or a rule (see `to_objects`).
     min_object_size : int
         Smallest object kept, in pixels (2-D) or voxels (3-D).
     fill : float

@@ -87,6 +87,7 @@ def process_image(
     """
     from napari_kanezaki.core.segmenter import Segmenter
     from napari_kanezaki.imaging.io import save_labels, save_overlay
+    from napari_kanezaki.imaging.sources import grey_image
 
     _refuse_existing(outputs, overwrite)
     if model is not None:
@@ -108,7 +109,9 @@ def process_image(
                                        labels, overwrite=True), outputs.overlay))
         if outputs.objects is not None:
             temporary.append((_save_objects(outputs.objects, labels, scribbles, 2, None,
-                                            object_options), outputs.objects))
+                                            object_options,
+                                            lambda: grey_image(image, channel_axis=channel_axis)),
+                              outputs.objects))
         temporary.append((save_labels(partial_path(outputs.labels), labels, overwrite=True),
                           outputs.labels))
         for tmp, final in temporary:  # labels last: their presence marks a complete job
@@ -191,7 +194,7 @@ def process_stack(
         without_preprocessing,
     )
     from napari_kanezaki.imaging.preprocessing import is_active
-    from napari_kanezaki.imaging.sources import ImageSource
+    from napari_kanezaki.imaging.sources import ImageSource, grey_image
     from napari_kanezaki.imaging.tiles import create_output
     from napari_kanezaki.workflows.stacks import check_stack_mode, segment_iter
 
@@ -260,7 +263,7 @@ def process_stack(
             ndim = 3 if stack_mode == "3d" else 2
             temporary.append((
                 _save_objects(outputs.objects, np.asarray(labels), user_scribbles, ndim,
-                              spacing, object_options),
+                              spacing, object_options, lambda: grey_image(source)),
                 outputs.objects,
             ))
         if to_zarr:
@@ -306,16 +309,22 @@ def _save_objects(
     ndim: int,
     spacing: Sequence[float] | None,
     options: Mapping[str, Any] | None,
+    read_image: Callable[[], np.ndarray],
 ) -> Path:
-    """Write the objects of `labels` under `path`'s temporary name; return that name."""
-    from napari_kanezaki.imaging.io import save_labels
-    from napari_kanezaki.imaging.objects import to_objects
+    """Write the objects of `labels` under `path`'s temporary name; return that name.
 
+    `read_image` gives the grey image, read only for a background chosen by intensity.
+    """
+    from napari_kanezaki.imaging.io import save_labels
+    from napari_kanezaki.imaging.objects import needs_image, to_objects
+
+    options = dict(options or {})
     objects = to_objects(
         labels,
+        image=read_image() if needs_image(options.get("background")) else None,
         scribbles=scribbles,
         spacing=None if spacing is None else tuple(spacing)[-ndim:],
         ndim=ndim,
-        **dict(options or {}),
+        **options,
     )
     return save_labels(partial_path(path), objects, overwrite=True)
