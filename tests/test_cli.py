@@ -129,6 +129,41 @@ def test_train_then_predict_with_the_same_labels(folder):
     assert main(["train", "--method", "st", str(images), "-o", str(model), *TINY]) == 2
 
 
+def test_predict_over_the_memory_budget_goes_tile_by_tile(folder, monkeypatch, capsys):
+    import napari_kanezaki.workflows.stacks as stacks
+
+    model = folder / "model.pt"
+    images = folder / "images"
+    assert main(["train", "--method", "st", str(images), "-o", str(model), "--ref-size", "32",
+                 "--max-update", "3", *TINY]) == 0
+    tiles = []
+    real = stacks.predict_tiles
+
+    def counting(*args, **kwargs):
+        for done in real(*args, **kwargs):
+            tiles.append(done)
+            yield done
+
+    monkeypatch.setattr(stacks, "predict_tiles", counting)
+    expected = Segmenter.load(model, device="cpu", precision="fp32").predict(
+        iio.imread(images / "a.png"))
+    runtime = ["--device", "cpu", "--precision", "fp32", "--workers", "1", "-q"]
+    for option, n_tiles in ((["--tile-shape", "16", "16"], 9), (["--memory-budget", "300KB"], 0)):
+        out = folder / f"tiled{len(tiles)}"
+        before = len(tiles)
+        assert main(["predict", str(model), str(images / "a.png"), *option, "-o", str(out),
+                     *runtime]) == 0
+        labels = tifffile.imread(out / "a_labels.tif")
+        assert (labels == expected).mean() >= 0.999  # the whole prediction's labels
+        assert len(tiles) - before >= max(n_tiles, 2)  # 36 x 40 pixels: 3 x 3 tiles of 16
+    # a tile shape of the wrong length is refused before anything is written
+    bad = folder / "bad"
+    assert main(["predict", str(model), str(images / "a.png"), "--tile-shape", "16", "-o",
+                 str(bad), *runtime]) == 2
+    assert not bad.exists()
+    assert "--tile-shape" in capsys.readouterr().err
+
+
 def test_config_file_without_method_takes_the_method_option(folder, capsys):
     config = folder / "no-method.toml"
     config.write_text("n_channels = 16\nmax_iter = 4\n", encoding="utf-8")

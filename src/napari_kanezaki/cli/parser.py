@@ -160,6 +160,15 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
                        help="pixel/voxel size per spatial axis, e.g. --spacing 2 0.5 0.5 "
                        "for Z Y X: weights the 3-D continuity term per axis and is SLIC's "
                        "spacing (3d mode); needs --stack-mode (default: isotropic)")
+    _budget_options(group)
+    group.add_argument("--zarr", action="store_true",
+                       help="write the labels as a zarr store <stem>_labels.zarr (region by "
+                       "region; for outputs too big for a TIFF) instead of <stem>_labels.tif "
+                       "(default: TIFF)")
+
+
+def _budget_options(group) -> None:
+    """``--memory-budget`` and ``--tile-shape`` (segment's stack group, predict's own)."""
     group.add_argument("--memory-budget", type=parse_bytes, default=None, metavar="BYTES",
                        help="memory the network may use, bytes or with a unit (2GiB, "
                        "500MB); larger images and volumes train on random crops and are "
@@ -169,10 +178,6 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
                        help="force tiled prediction with tiles of this size, one entry per "
                        "network axis (2 for 2-D and shared/independent, 3 for 3d) "
                        "(default: tiles only when over the memory budget)")
-    group.add_argument("--zarr", action="store_true",
-                       help="write the labels as a zarr store <stem>_labels.zarr (region by "
-                       "region; for outputs too big for a TIFF) instead of <stem>_labels.tif "
-                       "(default: TIFF)")
 
 
 def _batch_options(p: argparse.ArgumentParser) -> None:

@@ -70,7 +70,7 @@ class Job:
         Pixel/voxel size per spatial axis (e.g. Z, Y, X).
     memory_budget : int, optional
         Bytes the network may use (default: 60 % of the available memory); larger inputs
-        are trained on crops and predicted in tiles.
+        are trained on crops and predicted in tiles (with `model`: predicted in tiles).
     tile_shape : tuple of int, optional
         Force tiled prediction with tiles of this size (one entry per network axis).
     zarr : bool
@@ -220,9 +220,11 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
         config = None
         if job.model is None:
             config = config_for_method(job.config["method"]).from_dict(job.config)
-        if job.uses_engine or (config is not None and _over_default_budget(job, config)):
-            if job.model is not None:
-                raise ValueError("predicting with a model file takes 2-D images only.")
+        if job.model is not None and (job.stack_mode is not None or job.zarr
+                                      or job.spacing is not None):
+            raise ValueError("predicting with a model file takes 2-D images only, written "
+                             "as TIFF.")
+        if job.model is None and (job.uses_engine or _over_default_budget(job, config)):
             labels, _ = process_stack(
                 open_image(job.image),
                 job.outputs,
@@ -256,6 +258,8 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
             model=job.model,
             progress=progress,
             object_options=job.object_options,
+            memory_budget=job.memory_budget,
+            tile_shape=job.tile_shape,
         )
     except Exception as exc:  # one bad image must not stop the batch
         message = f"{type(exc).__name__}: {exc}"

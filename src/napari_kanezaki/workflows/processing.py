@@ -52,6 +52,8 @@ def process_image(
     model: str | Path | None = None,
     progress: Callable[[Any], None] | None = None,
     object_options: Mapping[str, Any] | None = None,
+    memory_budget: int | None = None,
+    tile_shape: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, Any]:
     """Segment one image array and write its outputs (labels TIFF, overlay PNG, model).
 
@@ -78,6 +80,11 @@ def process_image(
     object_options : mapping, optional
         Keyword arguments of `to_objects` (``background``, ``min_size``, ...) for the
         objects; the background rule also sees `scribbles`.
+    memory_budget : int, optional
+        With `model`: bytes the prediction may use (default: `default_memory_budget`);
+        over it the image is predicted tile by tile (`stacks.predict_iter`, the same labels).
+    tile_shape : sequence of int, optional
+        With `model`: force tiled prediction with tiles of this size (two entries).
 
     Returns
     -------
@@ -91,13 +98,18 @@ def process_image(
 
     _refuse_existing(outputs, overwrite)
     if model is not None:
+        from napari_kanezaki.workflows.stacks import predict_iter, run_to_end
+
         segmenter = Segmenter.load(model, device=device, precision=precision)
+        labels = run_to_end(predict_iter(segmenter, image, channel_axis=channel_axis,
+                                         memory_budget=memory_budget,
+                                         tile_shape=tile_shape)).labels
     else:
         segmenter = Segmenter(config, device=device, seed=seed, precision=precision)
         for state in segmenter.run(image, scribbles, channel_axis=channel_axis):
             if progress is not None:
                 progress(state)
-    labels = segmenter.predict(image, channel_axis=channel_axis)
+        labels = segmenter.predict(image, channel_axis=channel_axis)
     outputs.labels.parent.mkdir(parents=True, exist_ok=True)
     temporary = []
     try:
