@@ -105,6 +105,9 @@ def test_predict_iter_of_a_trained_model_over_the_budget_equals_whole_prediction
     untiled = run_to_end(predict_iter(segmenter, image, memory_budget=2**30))
     assert not grids
     np.testing.assert_array_equal(untiled.labels, whole)
+    import napari_kanezaki
+
+    assert napari_kanezaki.predict_iter is predict_iter  # a public name of the package
 
 
 def test_predict_iter_stops_between_tiles_and_refuses_stacks():

@@ -20,6 +20,7 @@ _EXPORTS = {
     "ImageSource": "imaging.sources",
     "NormalizedImage": "imaging.images",
     "segment_iter": "workflows.stacks",
+    "predict_iter": "workflows.stacks",
     "SegmentationResult": "workflows.results",
     "STACK_MODES": "workflows.stacks",
     "Segmenter": "core.segmenter",
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .imaging.objects import to_objects
     from .imaging.sources import ImageSource
     from .workflows.results import SegmentationResult
-    from .workflows.stacks import STACK_MODES, segment_iter
+    from .workflows.stacks import STACK_MODES, predict_iter, segment_iter
     from .core.segmenter import Segmenter, TrainingState
 
 
