@@ -105,9 +105,10 @@ class ObjectControls(Container):
             name="object_background", label="background", choices=BACKGROUND_CHOICES,
             value=None,
             tooltip="Which class is the background of the objects: automatic (the class "
-            "painted with scribble label 1, else the class covering most of the image border) "
-            "or membranes (the thinnest class spanning the image: cells between stained "
-            "membranes, e.g. EM slices)",
+            "painted with scribble label 1, else the class covering most of the image border), "
+            "membranes (the thinnest class spanning the image: cells between stained "
+            "membranes, e.g. EM slices), bright (the classes brighter than the image: stained "
+            "membranes in fluorescence) or dark (the classes darker than the image)",
         )
         self.fill = FloatSpinBox(
             name="object_fill", label="fill (px)", min=0.0, max=1e6, step=0.5, value=0.0,
