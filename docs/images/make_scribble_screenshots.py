@@ -62,6 +62,7 @@ def main() -> None:
     viewer.open_sample("napari-kanezaki", "immunohistochemistry")
     _, widget = viewer.window.add_plugin_dock_widget("napari-kanezaki", "Segment image")
     widget.params.restore_defaults()  # the interactive preset, whatever was remembered
+    widget.params.method.value = "st"  # scribbles: the ST method
     widget.params.device.value = "cpu"
     QApplication.processEvents()
 
