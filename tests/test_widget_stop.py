@@ -184,3 +184,33 @@ def test_a_refused_run_leaves_no_layer(widget, viewer, qtbot, errors):
     assert [layer.name for layer in viewer.layers] == names
     widget.controls.stop()
     qtbot.waitUntil(lambda: not widget.controls.running, timeout=5_000)
+
+
+def test_previews_faster_than_the_viewer_draws_are_merged(viewer, qtbot, errors):
+    from napari_kanezaki.plugin.jobs import JobResult, Update
+    from napari_kanezaki.plugin.runner import RunControls
+
+    n = 300
+    released = threading.Event()
+
+    def job(stop):
+        released.wait(10)  # every preview is queued before the viewer gets to draw one
+        for i in range(1, n + 1):
+            yield Update(i, n, f"iteration {i}", "out", np.full((16, 16), i, np.int32))
+        return JobResult(None, False)
+
+    layer = viewer.add_labels(np.zeros((16, 16), np.int32), name="out")
+    drawn = []
+    layer.events.data.connect(lambda event: drawn.append(int(layer.data[0, 0])))
+    controls = RunControls(viewer, lambda: None)
+    controls.start(job, {"out": layer}, "previews")
+    # the worker sends all its updates while this thread does not process events
+    released.set()
+    deadline = time.monotonic() + 10
+    while controls._run.worker.is_running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    qtbot.waitUntil(lambda: not controls.running, timeout=10_000)
+    assert not errors
+    assert drawn and drawn[-1] == n  # the final labels are shown...
+    assert len(drawn) < n // 10  # ...and the queued previews in between were skipped
+    np.testing.assert_array_equal(layer.data, np.full((16, 16), n))

@@ -373,6 +373,9 @@ class _Run:
         self.outputs = dict(outputs)
         self.inputs = dict(inputs)
         self.filled: set[Hashable] = set()
+        #: Labels received but not shown yet, the latest per key (see `_on_update`).
+        self.pending: dict[Hashable, Any] = {}
+        self.show_scheduled = False
         self.worker: Any = None
         self.bar: progress | None = None
         self.stopping = False
@@ -578,12 +581,20 @@ class RunControls(Container):
             run.bar.set_description("stopping…")
 
     def _on_update(self, run: _Run, update: Update) -> None:
+        """Progress at once; labels shown at the next turn of the event loop, latest only.
+
+        Setting a layer's data redraws it: when previews come faster than the viewer draws
+        (every iteration, a loaded machine), the ones queued meanwhile are skipped, so the
+        main thread stays responsive. The final labels are always shown (`_release`).
+        """
         if self._closed or run is not self._run:
             return  # detached or closed: the outputs keep what they have
-        layer = run.outputs.get(update.key)
-        if update.labels is not None and layer is not None:
+        if update.labels is not None and update.key in run.outputs:
             run.filled.add(update.key)
-            layer.data = update.labels
+            run.pending[update.key] = update.labels
+            if not run.show_scheduled:
+                run.show_scheduled = True
+                QTimer.singleShot(0, partial(self._serially, self._show_pending, run))
         bar = run.bar
         if bar is not None:
             if bar.total != update.total:
@@ -591,6 +602,17 @@ class RunControls(Container):
             if not run.stopping:
                 bar.set_description(short_description(update.text))
             bar.update(update.step - bar.n)
+
+    def _show_pending(self, run: _Run) -> None:
+        """Put the latest labels received of every output into its layer."""
+        run.show_scheduled = False
+        pending, run.pending = run.pending, {}
+        if self._closed or (run is not self._run and run.detached):
+            return
+        for key, labels in pending.items():
+            layer = run.outputs.get(key)
+            if layer is not None:
+                layer.data = labels
 
     def _on_returned(self, run: _Run, result: JobResult) -> None:
         if self._closed:
@@ -658,7 +680,9 @@ class RunControls(Container):
         QTimer.singleShot(50, partial(self._remove_unfilled, run))
 
     def _release(self, run: _Run, remove: bool = True) -> None:
-        """Close the run's progress bar, drop its unfilled outputs and go back to idle."""
+        """Show its last labels, close the progress bar, drop unfilled outputs, go idle."""
+        if not self._closed:
+            self._show_pending(run)
         if run.bar is not None:
             run.bar.close()
             run.bar = None
