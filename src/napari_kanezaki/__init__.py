@@ -33,15 +33,15 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .workflows.api import segment
     from .core.config import ConfigError, SPConfig, STConfig, load_config
     from .core.devices import available_devices
+    from .core.segmenter import Segmenter, TrainingState
     from .imaging.images import ImageError, NormalizedImage
     from .imaging.objects import to_objects
     from .imaging.sources import ImageSource
+    from .workflows.api import segment
     from .workflows.results import SegmentationResult
     from .workflows.stacks import STACK_MODES, predict_iter, segment_iter
-    from .core.segmenter import Segmenter, TrainingState
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 from napari_kanezaki.core.settings import SETTINGS, ConfigError
 from napari_kanezaki.imaging.io import refuse_existing
@@ -101,7 +101,7 @@ class _BaseConfig:
         return {"method": self.method, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Config":
+    def from_dict(cls, values: dict[str, Any]) -> Config:
         """Build a configuration from a dictionary, rejecting unknown keys.
 
         Parameters
@@ -129,7 +129,7 @@ class _BaseConfig:
             )
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """Return a copy with some fields changed (validated like the constructor).
 
         Parameters
@@ -171,7 +171,7 @@ class _BaseConfig:
         return path
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Config":
+    def from_file(cls, path: str | Path) -> Config:
         """Read settings written by `to_file` (or by hand) from TOML or YAML.
 
         Parameters
@@ -225,7 +225,7 @@ class STConfig(_BaseConfig):
     method: ClassVar[str] = "st"
 
 
-Config = Union[SPConfig, STConfig]
+Config = SPConfig | STConfig
 
 
 def _document_fields(cls: type) -> None:

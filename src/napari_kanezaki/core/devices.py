@@ -69,7 +69,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                 f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)."
             )
     if resolved.type == "mps" and "mps" not in available_devices():
-        raise ValueError("device 'mps' was requested but MPS is not available; use 'auto' or 'cpu'.")
+        raise ValueError(
+            "device 'mps' was requested but MPS is not available; use 'auto' or 'cpu'."
+        )
     return resolved
 
 

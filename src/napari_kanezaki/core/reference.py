@@ -102,14 +102,14 @@ def reference_batches(
     if scribbles is None:
         return batches, None
     targets = []
-    for i, batch in zip(starts, batches):
+    for i, batch in zip(starts, batches, strict=True):
         own = [target for _, target in inputs[i : i + size]]
         if all(target is None for target in own):
             targets.append(None)
             continue
         targets.append(np.stack([
             np.full(a.shape[1:], -1, np.int64) if target is None else target
-            for a, target in zip(batch, own)
+            for a, target in zip(batch, own, strict=True)
         ]))
     return batches, targets
 

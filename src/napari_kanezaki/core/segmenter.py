@@ -68,7 +68,9 @@ class Segmenter:
                  spacing: Sequence[float] | None = None) -> None:
         config = STConfig() if config is None else config
         if not isinstance(config, (SPConfig, STConfig)):
-            raise TypeError(f"config must be an SPConfig or STConfig, got {type(config).__name__}.")
+            raise TypeError(
+                f"config must be an SPConfig or STConfig, got {type(config).__name__}."
+            )
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer, got {seed!r}.")
         self.config, self.seed, self.precision = config, int(seed), precision

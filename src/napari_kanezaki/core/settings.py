@@ -219,7 +219,8 @@ _TABLE = (
             "optimizer", choices=("sgd", "adam", "asgd"), published="OPTIMIZER"),
     _float("momentum", "momentum", "SGD momentum (ignored by adam and asgd)", "optimizer",
            0.0, 4, 0.01, high=1.0, high_inclusive=False),
-    _float("weight_decay", "weight decay", "L2 weight decay, with any optimizer (papers 0, seed 0.02 with sgd)",
+    _float("weight_decay", "weight decay",
+           "L2 weight decay, with any optimizer (papers 0, seed 0.02 with sgd)",
            "optimizer", 0.0, 6, 0.001),
     Setting("checkpoint", str, "start from model", "warm start from this model file "
             "('' = fresh weights)", "optimizer", published="CKPT",

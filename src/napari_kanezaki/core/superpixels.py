@@ -78,7 +78,9 @@ def compute_superpixels(
             channel_axis=-1 if multichannel else None,
         )
     else:
-        raise ValueError(f"unknown superpixel algorithm {algorithm!r}; use 'slic' or 'felzenszwalb'.")
+        raise ValueError(
+            f"unknown superpixel algorithm {algorithm!r}; use 'slic' or 'felzenszwalb'."
+        )
     _, consecutive = np.unique(segments, return_inverse=True)
     return consecutive.reshape(segments.shape).astype(np.int64)
 

@@ -88,7 +88,9 @@ def train_on_crops(
     crop = tuple(int(c) for c in crop_shape)
     model_dims = len(crop)
     n_lead = len(shape) - model_dims
-    if model_dims not in (2, 3) or n_lead < 0 or any(c > n for c, n in zip(crop, shape[n_lead:])):
+    if model_dims not in (2, 3) or n_lead < 0 or any(
+        c > n for c, n in zip(crop, shape[n_lead:], strict=True)
+    ):
         raise ImageError(f"crop shape {crop} does not fit an image of spatial shape {shape}.")
     if n_crops < 1 or resample_every < 1:
         raise ImageError("n_crops and resample_every must be at least 1.")
@@ -132,7 +134,7 @@ def _random_crop(
 ) -> tuple[int | slice, ...]:
     n_lead = len(shape) - len(crop)
     index: list[int | slice] = [int(rng.integers(0, n)) for n in shape[:n_lead]]
-    for n, c in zip(shape[n_lead:], crop):
+    for n, c in zip(shape[n_lead:], crop, strict=True):
         start = int(rng.integers(0, n - c + 1))
         index.append(slice(start, start + c))
     return tuple(index)

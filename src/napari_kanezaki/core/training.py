@@ -361,7 +361,9 @@ def check_spacing(spacing: Sequence[float] | None) -> tuple[float, ...] | None:
     try:
         values = tuple(float(s) for s in spacing)
     except (TypeError, ValueError) as exc:
-        raise ImageError(f"spacing must be a sequence of positive numbers, got {spacing!r}.") from exc
+        raise ImageError(
+            f"spacing must be a sequence of positive numbers, got {spacing!r}."
+        ) from exc
     if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise ImageError(f"spacing must hold positive finite numbers, got {spacing!r}.")
     return values

@@ -138,7 +138,7 @@ def check_dtype(dtype: np.dtype) -> None:
             f"image is complex ({dtype}); choose what to segment, e.g. its magnitude "
             "np.abs(image) or its real part image.real."
         )
-    if dtype == object or not (np.issubdtype(dtype, np.number) or dtype == bool):
+    if dtype.kind == "O" or not (np.issubdtype(dtype, np.number) or dtype.kind == "b"):
         raise ImageError(f"image must be a numeric array, got dtype {dtype}.")
 
 
@@ -314,7 +314,9 @@ def scribbles_from_published(scribbles: np.ndarray) -> np.ndarray:
             "(255 = not scribbled). Save the scribbles as grey/palette indices."
         )
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
-        raise ImageError(f"expected a 2-D integer scribble image, got {array.dtype} {array.shape}.")
+        raise ImageError(
+            f"expected a 2-D integer scribble image, got {array.dtype} {array.shape}."
+        )
     return np.where(array == 255, 0, array.astype(np.int32) + 1).astype(np.int32)
 
 

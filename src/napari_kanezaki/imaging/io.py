@@ -100,7 +100,9 @@ def image_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
 def refuse_existing(path: Path, overwrite: bool) -> None:
     """Raise `FileExistsError` for an existing `path` unless `overwrite` (one message)."""
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True.")
+        raise FileExistsError(
+            f"{path} already exists; choose another name or pass overwrite=True."
+        )
 
 
 def _prepare_destination(path: Path, overwrite: bool) -> None:

@@ -64,7 +64,8 @@ def noisy_regions(
     truth = np.ones(shape, dtype=np.int32)
     disc = (rows - 0.35 * height) ** 2 + (cols - 0.3 * width) ** 2 < (0.22 * min(shape)) ** 2
     truth[disc] = 2
-    truth[(rows > 0.55 * height) & (rows < 0.85 * height) & (cols > 0.45 * width) & (cols < 0.9 * width)] = 3
+    truth[(rows > 0.55 * height) & (rows < 0.85 * height)
+          & (cols > 0.45 * width) & (cols < 0.9 * width)] = 3
     colours = np.array([[0, 0, 0], [0.2, 0.3, 0.7], [0.85, 0.3, 0.25], [0.35, 0.75, 0.3]])
     rng = np.random.default_rng(seed)
     image = colours[truth] + rng.normal(0, noise, (*shape, 3))

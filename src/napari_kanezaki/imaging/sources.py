@@ -109,7 +109,9 @@ class ImageSource:
             raise ImageError(f"image is too small to segment: spatial shape {self.spatial_shape}.")
         low_p, high_p = percentiles
         if not 0 <= low_p < high_p <= 100:
-            raise ImageError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
+            raise ImageError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}."
+            )
         self.percentiles = (float(low_p), float(high_p))
         self._max_stat_elements = int(max_stat_elements)
         self._ranges_cache: tuple[np.ndarray, np.ndarray] | None = None
@@ -259,7 +261,7 @@ class ImageSource:
         parts = []
         for _ in range(n_blocks):
             index: list[int | slice] = [int(rng.integers(0, n)) for n in shape[:-2]]
-            for n, s in zip(shape[-2:], side):
+            for n, s in zip(shape[-2:], side, strict=True):
                 start = int(rng.integers(0, n - s + 1))
                 index.append(slice(start, start + s))
             parts.append(self._read_raw(tuple(index)).reshape(self.n_channels, -1))

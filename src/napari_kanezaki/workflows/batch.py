@@ -168,7 +168,7 @@ def _run_distributed(todo, scheduler, bar, results) -> None:
     try:
         futures = client.map(run_job, todo, pure=False, key=[f"kanezaki-{j.name}-{id(j)}"
                                                              for j in todo])
-        name_of = {f.key: j.name for f, j in zip(futures, todo)}
+        name_of = {f.key: j.name for f, j in zip(futures, todo, strict=True)}
         for future in as_completed(futures):
             try:
                 result = future.result()

@@ -303,7 +303,9 @@ def read_ground_truth(path: str | Path) -> list[np.ndarray]:
     try:
         cell = loadmat(path)["gt_seg"]
     except Exception as exc:
-        raise ValueError(f"{path} has no readable 'gt_seg' cell array (BSDS500 format): {exc}")
+        raise ValueError(
+            f"{path} has no readable 'gt_seg' cell array (BSDS500 format): {exc}"
+        ) from exc
     return [np.asarray(cell[k, 0]) for k in range(cell.shape[0])]
 
 
