@@ -125,14 +125,12 @@ def test_stack_progress_stop_and_time_axis():
         image, STConfig(n_channels=8, max_iter=50), stack_mode="independent", stop=stop, **FAST
     )
     steps = []
-    while True:
-        try:
-            progress = next(generator)
-        except StopIteration as done:
-            result = done.value
-            break
+
+    def seen(progress):
         stop.calls += 1
         steps.append(progress.step)
+
+    result = run_to_end(generator, seen)
     assert result.stopped and steps == sorted(steps) and steps[-1] < 6 * 50
     assert result.labels[0, 0].min() >= 1 and result.labels[1, 2].max() == 0  # later planes skipped
     volume = run_to_end(
@@ -166,15 +164,10 @@ def test_shared_mode_spends_max_iter_updates_over_all_planes():
     stack = np.random.default_rng(0).random((16, 20, 20)).astype(np.float32)
     config = STConfig(n_channels=8, max_iter=50, min_labels=1, max_update=1000, n_epochs=3)
     generator = segment_iter(stack, config, stack_mode="shared", **FAST)
-    updates = []
-    while True:
-        try:
-            progress = next(generator)
-        except StopIteration as done:
-            result = done.value
-            break
-        if "shared model" in progress.text:
-            updates.append(progress.step)
+    seen = []
+    result = run_to_end(generator, seen.append)
+    updates = [progress.step for progress in seen if "shared model" in progress.text]
+    progress = seen[-1]
     assert len(updates) == 50 and updates[-1] == 50  # max_iter in all, not per plane
     assert progress.total == progress.step  # the progress total was the real step count
     assert result.labels.shape == (16, 20, 20)

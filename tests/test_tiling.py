@@ -85,12 +85,7 @@ def test_predict_iter_of_a_trained_model_over_the_budget_equals_whole_prediction
     # 250 kB for the network: the 16-channel prediction of 90 x 70 pixels needs 1.6 MB
     generator = predict_iter(segmenter, counting, memory_budget=1_000_000)
     texts = []
-    while True:
-        try:
-            texts.append(next(generator).text)
-        except StopIteration as done:
-            result = done.value
-            break
+    result = run_to_end(generator, lambda progress: texts.append(progress.text))
     assert len(grids) == 1 and len(grids[0]) > 4  # really tiled
     assert texts[-1] == f"predicting tile {len(grids[0])}/{len(grids[0])}"
     if not preprocessing:  # read in tiles; preprocessing works on the whole image

@@ -109,6 +109,17 @@ def _abandoned(stop: threading.Event) -> bool:
     return bool(getattr(stop, "abandoned", False))
 
 
+def _relayed(generator: Generator[Any, None, Any],
+             convert: Callable[[Any], Update]) -> Generator[Update, None, Any]:
+    """Yield ``convert(item)`` for every item of `generator`; return what it returns."""
+    while True:
+        try:
+            item = next(generator)
+        except StopIteration as done:
+            return done.value
+        yield convert(item)
+
+
 def short_name(key: Hashable) -> str:
     """`key` as text of at most `NAME_CHARS` characters (elided in the middle)."""
     text = str(key)
@@ -422,13 +433,9 @@ def _predict_all(
         name = short_name(key)
         generator = predict_iter(segmenter, image, rgb=rgb, memory_budget=memory_budget,
                                  stop=stop)
-        while True:
-            try:
-                progress = next(generator)
-            except StopIteration as done:
-                result = done.value
-                break
-            yield Update(start + i - 1, total, f"{name}: {progress.text}", key)
+        result = yield from _relayed(
+            generator, lambda progress, step=start + i - 1, name=name, key=key: Update(
+                step, total, f"{name}: {progress.text}", key))
         if result.stopped:
             return
         labels = result.labels

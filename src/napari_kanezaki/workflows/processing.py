@@ -208,7 +208,7 @@ def process_stack(
     from napari_kanezaki.imaging.preprocessing import is_active
     from napari_kanezaki.imaging.sources import ImageSource, grey_image
     from napari_kanezaki.imaging.tiles import create_output
-    from napari_kanezaki.workflows.stacks import check_stack_mode, segment_iter
+    from napari_kanezaki.workflows.stacks import check_stack_mode, run_to_end, segment_iter
 
     _refuse_existing(outputs, overwrite)
     to_zarr = outputs.labels.suffix == ".zarr"
@@ -244,14 +244,7 @@ def process_stack(
             out=tmp_labels if to_zarr and not reshaped else None,
             overwrite=True,
         )
-        while True:
-            try:
-                state = next(generator)
-            except StopIteration as done:
-                result = done.value
-                break
-            if progress is not None:
-                progress(state)
+        result = run_to_end(generator, progress)
         labels = result.labels
         if reshaped:
             assert geometry is not None

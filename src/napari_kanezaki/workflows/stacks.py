@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -385,13 +385,30 @@ def check_stack_mode(source: ImageSource, stack_mode: str | None) -> int:
     return 3 if stack_mode == "3d" else 2
 
 
-def run_to_end(generator: Generator[Progress, None, SegmentationResult]) -> SegmentationResult:
-    """Exhaust a `segment_iter` generator and return its result."""
+def run_to_end(
+    generator: Generator[Progress, None, SegmentationResult],
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SegmentationResult:
+    """Exhaust a `segment_iter` or `predict_iter` generator and return its result.
+
+    Parameters
+    ----------
+    generator : generator
+        Yields `Progress`, returns a `SegmentationResult`.
+    on_progress : callable, optional
+        Called with every `Progress` on the way.
+
+    Returns
+    -------
+    SegmentationResult
+    """
     while True:
         try:
-            next(generator)
+            progress = next(generator)
         except StopIteration as done:
             return done.value
+        if on_progress is not None:
+            on_progress(progress)
 
 
 def _source_of(image: Any, channel_axis: int | None, rgb: bool | None) -> ImageSource:
