@@ -270,7 +270,7 @@ def test_a_tiled_run_peaks_within_the_budget_above_the_baseline():
 
 _FRAGMENTS = """
 import numpy as np, psutil
-from napari_kanezaki.imaging.tiles import bound_heap
+from napari_kanezaki.imaging.heap import bound_heap
 
 bound_heap()
 np.ones(8 * 2**20 // 8).sum()  # an 8 MiB block freed: glibc's own threshold would rise

@@ -7,6 +7,7 @@ import threading
 import torch
 from torch import nn
 
+from napari_kanezaki.core.convolution import conv3x3
 from napari_kanezaki.core.devices import memory_format
 from napari_kanezaki.imaging.images import ImageError
 
@@ -60,8 +61,14 @@ class KanezakiNet(nn.Module):
         self.spatial_dims = spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the response map, shape ``(N, C, *spatial)``."""
-        return self.layers(x)
+        """Return the response map, shape ``(N, C, *spatial)``.
+
+        2-D 3x3 convolutions go through `core.convolution.conv3x3`: the same function,
+        with a faster weight gradient when training on the CPU in bfloat16.
+        """
+        for layer in self.layers:
+            x = conv3x3(x, layer) if type(layer) is nn.Conv2d else layer(x)
+        return x
 
 
 def build_network(

@@ -7,6 +7,7 @@ sequences them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from napari_kanezaki.core.training import (
     predicted_channels,
     scribble_classes,
 )
+from napari_kanezaki.imaging.heap import resident_heap
 from napari_kanezaki.imaging.images import ImageError, number_segments, prepare_scribbles
 from napari_kanezaki.imaging.preprocessing import make_augmenter, prepare_network_input
 
@@ -114,32 +116,33 @@ class Segmenter:
         ------
         TrainingState
         """
-        cfg = self.config
-        array, geometry = prepare_network_input(image, cfg, channel_axis)
-        targets = prepare_scribbles(geometry.apply(scribbles), array.shape[1:], cfg.n_channels)
-        self.keep_ids, min_labels = scribble_classes(targets, cfg)
-        x = self._to_device(array[np.newaxis])
-        self._prepare_model(array.shape[0], warm_start, spatial_dims=array.ndim - 1)
-        scribble_tensor = None
-        if targets is not None:
-            scribble_tensor = torch.from_numpy(targets[np.newaxis]).to(self.device)
-        superpixels = None
-        if isinstance(cfg, SPConfig):
-            superpixels = batch_superpixels([array], cfg, self.device, spacing=self.spacing)
-        step = self._make_step((1, *array.shape[1:]), superpixels, scribble_tensor)
-        augment = make_augmenter(cfg, self.seed)
-        rule = StopRule(cfg.max_iter, min_labels, cfg.plateau_iter, cfg.plateau_tol,
-                        self._check_every)
-        for iteration in range(1, cfg.max_iter + 1):
-            if augment is not None:  # the seed's random CLAHE, new at every iteration
-                x = self._to_device(augment(array)[np.newaxis])
-            loss, channels, n_labels = step(x)
-            reason = rule.update(iteration, n_labels, channels)
-            state = self._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
-            yield state if geometry.identity else dataclasses.replace(
-                state, _restore=geometry.restore)
-            if reason:
-                return
+        with self._heap_policy():
+            cfg = self.config
+            array, geometry = prepare_network_input(image, cfg, channel_axis)
+            targets = prepare_scribbles(geometry.apply(scribbles), array.shape[1:], cfg.n_channels)
+            self.keep_ids, min_labels = scribble_classes(targets, cfg)
+            x = self._to_device(array[np.newaxis])
+            self._prepare_model(array.shape[0], warm_start, spatial_dims=array.ndim - 1)
+            scribble_tensor = None
+            if targets is not None:
+                scribble_tensor = torch.from_numpy(targets[np.newaxis]).to(self.device)
+            superpixels = None
+            if isinstance(cfg, SPConfig):
+                superpixels = batch_superpixels([array], cfg, self.device, spacing=self.spacing)
+            step = self._make_step((1, *array.shape[1:]), superpixels, scribble_tensor)
+            augment = make_augmenter(cfg, self.seed)
+            rule = StopRule(cfg.max_iter, min_labels, cfg.plateau_iter, cfg.plateau_tol,
+                            self._check_every)
+            for iteration in range(1, cfg.max_iter + 1):
+                if augment is not None:  # the seed's random CLAHE, new at every iteration
+                    x = self._to_device(augment(array)[np.newaxis])
+                loss, channels, n_labels = step(x)
+                reason = rule.update(iteration, n_labels, channels)
+                state = self._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
+                yield state if geometry.identity else dataclasses.replace(
+                    state, _restore=geometry.restore)
+                if reason:
+                    return
 
     def fit_iter(self, images: Sequence[np.ndarray], *, channel_axis: int | None = None,
                  scribbles: Sequence[np.ndarray | None] | None = None,
@@ -172,7 +175,7 @@ class Segmenter:
         self._prepare_model(first.shape[0], warm_start=False, spatial_dims=first.ndim - 1)
         ids = {int(i) for t in (targets or []) if t is not None for i in np.unique(t[t >= 0])}
         self.keep_ids = tuple(sorted(ids))
-        return train_on_batches(self, batches, targets)
+        return self._training(train_on_batches(self, batches, targets))
 
     def fit_in_turn(self, images: Sequence[np.ndarray], *,
                     channel_axis: int | None = None) -> Iterator[TrainingState]:
@@ -199,7 +202,7 @@ class Segmenter:
         self._prepare_model(arrays[0].shape[0], warm_start=False,
                             spatial_dims=arrays[0].ndim - 1)
         self.keep_ids = ()
-        return train_in_turn(self, arrays)
+        return self._training(train_in_turn(self, arrays))
 
     def fit(self, images: Sequence[np.ndarray], *, channel_axis: int | None = None,
             scribbles: Sequence[np.ndarray | None] | None = None) -> Segmenter:
@@ -291,6 +294,14 @@ class Segmenter:
         return segmenter
 
     # -- shared with core.tiling's crop training and tiled prediction -------------------------
+    def _heap_policy(self) -> contextlib.AbstractContextManager:
+        """Freed activations kept for the next update on the CPU (`resident_heap`)."""
+        return resident_heap() if self.device.type == "cpu" else contextlib.nullcontext()
+
+    def _training(self, states: Iterator[TrainingState]) -> Iterator[TrainingState]:
+        with self._heap_policy():
+            yield from states
+
     def _autocast(self):
         return autocast(self.device, self._autocast_dtype)
 

@@ -20,7 +20,7 @@ An image or volume whose network working set exceeds a memory budget is
 
 The input is only ever read region by region (see `ImageSource`; tile geometry in
 `imaging.tiles`), so dask and zarr data are never loaded whole; the output can be a zarr
-array on disk. Every entry point calls `imaging.tiles.bound_heap`, so that the blocks of
+array on disk. Every entry point calls `imaging.heap.bound_heap`, so that the blocks of
 crops and tiles freed go back to the system instead of piling up as heap fragments.
 """
 
@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_kanezaki.core.config import SPConfig
+from napari_kanezaki.imaging.heap import bound_heap
 from napari_kanezaki.imaging.images import ImageError, segment_numbering
-from napari_kanezaki.imaging.tiles import Source, Tile, bound_heap
+from napari_kanezaki.imaging.tiles import Source, Tile
 
 if TYPE_CHECKING:
     from napari_kanezaki.core.segmenter import Segmenter, TrainingState

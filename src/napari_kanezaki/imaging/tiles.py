@@ -8,8 +8,8 @@ as a zarr store on disk.
 A memory budget bounds a run's peak memory above the interpreter's baseline: `fixed_bytes`
 is what does not shrink with the tiles (the torch runtime, an in-memory input, in-memory
 labels), `network_budget` what is left to the crops and tiles, which `working_set_bytes`
-sizes; `bound_heap` keeps freed tiles from staying resident. Pure NumPy (zarr on demand,
-ctypes for glibc): no torch, Qt or napari.
+sizes (`imaging.heap.bound_heap` keeps freed tiles from staying resident). Pure NumPy (zarr
+on demand): no torch, Qt or napari.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ __all__ = [
     "fits_budget",
     "fixed_bytes",
     "network_budget",
-    "bound_heap",
     "shape_for_budget",
     "check_tile_shape",
     "iter_tiles",
@@ -56,9 +55,6 @@ _PREDICT_COPIES = 4
 #: oneDNN kernels, autograd): measured 99 MiB above the interpreter for a 16x16 crop on a
 #: 2-core CPU (torch 2.x); counted in every budget.
 RUNTIME_BYTES = 100 * 1024**2
-#: glibc's mmap threshold set by `bound_heap`: larger blocks are given back when freed.
-_MMAP_THRESHOLD = 256 * 1024
-_heap_bound = False
 
 
 class Source(Protocol):
@@ -214,31 +210,6 @@ def network_budget(budget: int, source: Source, labels_in_memory: bool) -> int:
         Bytes.
     """
     return max(int(budget) - fixed_bytes(source, labels_in_memory), int(budget) // 4)
-
-
-def bound_heap() -> None:
-    """Make freed blocks over 256 KiB go back to the system (glibc; elsewhere a no-op).
-
-    glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB), after
-    which tile-sized blocks come from the heap and, freed, stay resident as fragments: the
-    process grew by ~3x the tile working set over a tiled run. A fixed threshold keeps the
-    peak at what the tiles need. Done once per process.
-    """
-    global _heap_bound
-    if _heap_bound:
-        return
-    _heap_bound = True
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc
-        return
-    m_mmap_threshold = -3
-    mallopt(m_mmap_threshold, _MMAP_THRESHOLD)
 
 
 def shape_for_budget(
