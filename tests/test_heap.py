@@ -101,3 +101,29 @@ def test_resident_heap_is_released_when_the_block_raises():
         assert heap_is_resident()
         raise RuntimeError("boom")
     assert not heap_is_resident()
+
+
+_ARENAS = """
+import ctypes, sys, threading
+import numpy as np
+from napari_kanezaki.imaging.heap import share_main_arena
+
+if sys.argv[1] == "shared":
+    share_main_arena()
+blocks = []
+thread = threading.Thread(target=lambda: blocks.append(np.ones(2**16)))  # a 512 KiB block
+thread.start()
+thread.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" section per arena, on stderr
+"""
+
+
+@glibc
+def test_threads_started_after_share_main_arena_allocate_from_the_main_heap():
+    def arenas(mode):
+        out = subprocess.run([sys.executable, "-c", _ARENAS, mode], capture_output=True,
+                             text=True, check=True, timeout=120)
+        return out.stderr.count("Arena ")
+
+    assert arenas("own") >= 2  # glibc's default: the thread got an arena of its own
+    assert arenas("shared") == 1

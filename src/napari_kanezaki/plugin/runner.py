@@ -37,6 +37,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import cancelable_progress, progress
 from qtpy.QtCore import QThreadPool, QTimer
 
+from napari_kanezaki.imaging.heap import share_main_arena
 from napari_kanezaki.imaging.images import NormalizedImage, to_network_input
 from napari_kanezaki.imaging.tiles import default_memory_budget, fits_budget
 from napari_kanezaki.plugin.jobs import (
@@ -497,6 +498,7 @@ class RunControls(Container):
             "errored": partial(self._serially, self._on_errored, run),
             "finished": partial(self._serially, self._on_finished, run),
         }
+        share_main_arena()  # before the worker's thread allocates: keeps training blocks
         run.worker = thread_worker(job, start_thread=False, connect=connect)(run.stop)
         self._run = self._last = run
         self.run_button.enabled = False

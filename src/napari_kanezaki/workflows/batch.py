@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from napari_kanezaki.imaging.heap import share_main_arena
 from napari_kanezaki.workflows.jobs import Job, JobResult, run_job
 
 __all__ = ["plan_workers", "run_jobs"]
@@ -142,6 +143,7 @@ def _run_local(todo, scheduler, workers, threads, bar, results) -> None:
 
     import torch
 
+    share_main_arena()  # Dask's threads then keep training blocks in the heap
     previous = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
