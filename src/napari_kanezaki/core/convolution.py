@@ -2,13 +2,14 @@
 
 oneDNN computes the forward pass and the input gradient of a channels-last bfloat16 3x3
 convolution near the CPU's matrix-product rate, but its weight gradient at about 60 % of
-it, through a scratch buffer of ~9x the input (265 MiB for 100 channels on 321x481) that is
-mapped afresh, page by page, at every training step. Here the weight and bias gradients
+it, through a scratch buffer (between 128 and 256 MiB for 100 channels on 321x481: a heap
+keeping blocks up to 128 MiB still faulted at every step, one keeping 256 MiB did not)
+that is mapped afresh, page by page, at every training step. Here the weight and bias gradients
 are formed block by block instead: the nine shifted copies of a few image rows (an im2col
 block of ~4000 pixels by ``9 C`` features plus a column of ones for the bias, copied with
 contiguous runs from a zero-padded channels-last copy of the input) times the output
 gradient of those pixels, accumulated in float32. The blocks stay in cache and the products
-``(C x pixels) @ (pixels x 9C)`` run at ~85 % of the machine's matrix rate.
+``(C x pixels) @ (pixels x 9C)`` run at ~80 % of the machine's matrix rate.
 
 The forward pass and the input gradient stay oneDNN's. It is the same function: the
 gradients differ from oneDNN's by bfloat16 rounding only (tested).

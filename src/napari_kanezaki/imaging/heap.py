@@ -3,9 +3,9 @@
 A training step allocates and frees the same dozen activation-sized blocks (tens of MiB)
 every iteration. With glibc's defaults those blocks are mapped fresh from the system and
 returned after use, so every iteration pays a page fault per 4 KiB touched: 25 000-90 000
-faults and 10-20 % of a 321x481 step on a 2-core CPU. Tiled runs
-want the opposite: memory of finished tiles back to the system at once, so that the peak
-stays within the memory budget.
+faults and 10-20 % of a 321x481 step on a 2-core CPU. Tiled runs want the opposite: memory
+of finished tiles back to the system at once, so that the peak stays within the memory
+budget.
 
 - `resident_heap` (a context for training loops): freed blocks of up to 64 MiB stay in the
   heap and are reused by the next iteration; when the last training loop ends the free
@@ -15,7 +15,7 @@ stays within the memory budget.
   arena otherwise, whose heaps give large blocks back as soon as they empty).
 - `bound_heap` (tiled runs): blocks over 256 KiB are always mapped and returned when freed.
 
-Elsewhere than glibc both are no-ops. ctypes only: no torch, Qt or napari.
+Elsewhere than glibc all three are no-ops. ctypes only: no torch, Qt or napari.
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ _NEVER = 2**31 - 1
 #: given back. Measured peaks (ST, 100 channels, above the interpreter): with no limit a
 #: 1000x1000 image peaked 38 % higher in bf16 and a 700x700 one 50 % higher in fp32 (freed
 #: blocks of hundreds of MiB fragment the heap); with 64 MiB those are unchanged and a
-#: 400x400 image peaks 17 % (94 MiB) higher. A 321x481 step then takes 380 ms instead of
-#: 365 ms with no limit (oneDNN's 128-256 MiB scratch blocks stay mapped).
+#: 400x400 image peaks 17 % (94 MiB) higher. The blocks this leaves mapped on 321x481 at
+#: 100 channels (oneDNN's 128-256 MiB weight-gradient scratch: 380 instead of 365 ms per
+#: step) are gone since `core.convolution` computes that gradient itself.
 RESIDENT_MAX_BLOCK = 64 * 2**20
-#: glibc's default trim threshold, restored after training.
-_DEFAULT_TRIM = 128 * 1024
+#: glibc's default trim and mmap thresholds, restored after training.
+_DEFAULT_TRIM = _DEFAULT_MMAP = 128 * 1024
 #: The mmap threshold of `bound_heap`: larger blocks are given back when freed.
 _BOUND_MMAP_THRESHOLD = 256 * 1024
 
@@ -54,13 +55,13 @@ _state: dict[str, Any] = {"libc": None, "loaded": False, "bound": False, "users"
 def _libc() -> Any:
     """glibc's handle with `mallopt` and `malloc_trim`, or None elsewhere."""
     if not _state["loaded"]:
-        _state["loaded"] = True
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c"))
             libc.mallopt, libc.malloc_trim  # noqa: B018 - both must exist
         except (OSError, AttributeError, TypeError):
             libc = None
         _state["libc"] = libc
+        _state["loaded"] = True  # after the handle: no thread sees "loaded" without it
     return _state["libc"]
 
 
@@ -113,7 +114,7 @@ def resident_heap() -> Iterator[None]:
     with _lock:
         _state["users"] += 1
         if _state["users"] == 1:
-            libc.mallopt(_M_ARENA_MAX, 1)  # for threads started later (`share_main_arena`)
+            share_main_arena()  # for the threads started later
             libc.mallopt(_M_MMAP_THRESHOLD, RESIDENT_MAX_BLOCK)
             libc.mallopt(_M_TRIM_THRESHOLD, _NEVER)
     try:
@@ -122,7 +123,7 @@ def resident_heap() -> Iterator[None]:
         with _lock:
             _state["users"] -= 1
             if _state["users"] == 0:
-                threshold = _BOUND_MMAP_THRESHOLD if _state["bound"] else _DEFAULT_TRIM
+                threshold = _BOUND_MMAP_THRESHOLD if _state["bound"] else _DEFAULT_MMAP
                 libc.mallopt(_M_MMAP_THRESHOLD, threshold)
                 libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
                 libc.malloc_trim(0)
