@@ -116,33 +116,36 @@ class Segmenter:
         ------
         TrainingState
         """
-        with self._heap_policy():
-            cfg = self.config
-            array, geometry = prepare_network_input(image, cfg, channel_axis)
-            targets = prepare_scribbles(geometry.apply(scribbles), array.shape[1:], cfg.n_channels)
-            self.keep_ids, min_labels = scribble_classes(targets, cfg)
-            x = self._to_device(array[np.newaxis])
-            self._prepare_model(array.shape[0], warm_start, spatial_dims=array.ndim - 1)
-            scribble_tensor = None
-            if targets is not None:
-                scribble_tensor = torch.from_numpy(targets[np.newaxis]).to(self.device)
-            superpixels = None
-            if isinstance(cfg, SPConfig):
-                superpixels = batch_superpixels([array], cfg, self.device, spacing=self.spacing)
-            step = self._make_step((1, *array.shape[1:]), superpixels, scribble_tensor)
-            augment = make_augmenter(cfg, self.seed)
-            rule = StopRule(cfg.max_iter, min_labels, cfg.plateau_iter, cfg.plateau_tol,
-                            self._check_every)
-            for iteration in range(1, cfg.max_iter + 1):
-                if augment is not None:  # the seed's random CLAHE, new at every iteration
-                    x = self._to_device(augment(array)[np.newaxis])
-                loss, channels, n_labels = step(x)
-                reason = rule.update(iteration, n_labels, channels)
-                state = self._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
-                yield state if geometry.identity else dataclasses.replace(
-                    state, _restore=geometry.restore)
-                if reason:
-                    return
+        return self._training(self._run_states(image, scribbles, channel_axis, warm_start))
+
+    def _run_states(self, image: np.ndarray, scribbles: np.ndarray | None,
+                    channel_axis: int | None, warm_start: bool) -> Iterator[TrainingState]:
+        cfg = self.config
+        array, geometry = prepare_network_input(image, cfg, channel_axis)
+        targets = prepare_scribbles(geometry.apply(scribbles), array.shape[1:], cfg.n_channels)
+        self.keep_ids, min_labels = scribble_classes(targets, cfg)
+        x = self._to_device(array[np.newaxis])
+        self._prepare_model(array.shape[0], warm_start, spatial_dims=array.ndim - 1)
+        scribble_tensor = None
+        if targets is not None:
+            scribble_tensor = torch.from_numpy(targets[np.newaxis]).to(self.device)
+        superpixels = None
+        if isinstance(cfg, SPConfig):
+            superpixels = batch_superpixels([array], cfg, self.device, spacing=self.spacing)
+        step = self._make_step((1, *array.shape[1:]), superpixels, scribble_tensor)
+        augment = make_augmenter(cfg, self.seed)
+        rule = StopRule(cfg.max_iter, min_labels, cfg.plateau_iter, cfg.plateau_tol,
+                        self._check_every)
+        for iteration in range(1, cfg.max_iter + 1):
+            if augment is not None:  # the seed's random CLAHE, new at every iteration
+                x = self._to_device(augment(array)[np.newaxis])
+            loss, channels, n_labels = step(x)
+            reason = rule.update(iteration, n_labels, channels)
+            state = self._state(iteration, cfg.max_iter, n_labels, reason, loss, channels)
+            yield state if geometry.identity else dataclasses.replace(
+                state, _restore=geometry.restore)
+            if reason:
+                return
 
     def fit_iter(self, images: Sequence[np.ndarray], *, channel_axis: int | None = None,
                  scribbles: Sequence[np.ndarray | None] | None = None,
@@ -294,12 +297,11 @@ class Segmenter:
         return segmenter
 
     # -- shared with core.tiling's crop training and tiled prediction -------------------------
-    def _heap_policy(self) -> contextlib.AbstractContextManager:
-        """Freed activations kept for the next update on the CPU (`resident_heap`)."""
-        return resident_heap() if self.device.type == "cpu" else contextlib.nullcontext()
-
     def _training(self, states: Iterator[TrainingState]) -> Iterator[TrainingState]:
-        with self._heap_policy():
+        """`states`, with freed activations kept for the next update on the CPU
+        (`imaging.heap.resident_heap`) from the set-up to the end or cancel."""
+        heap = resident_heap() if self.device.type == "cpu" else contextlib.nullcontext()
+        with heap:
             yield from states
 
     def _autocast(self):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -49,20 +50,18 @@ _DEFAULT_TRIM = _DEFAULT_MMAP = 128 * 1024
 _BOUND_MMAP_THRESHOLD = 256 * 1024
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"libc": None, "loaded": False, "bound": False, "users": 0}
+_state: dict[str, Any] = {"bound": False, "users": 0}
 
 
+@functools.cache
 def _libc() -> Any:
     """glibc's handle with `mallopt` and `malloc_trim`, or None elsewhere."""
-    if not _state["loaded"]:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c"))
-            libc.mallopt, libc.malloc_trim  # noqa: B018 - both must exist
-        except (OSError, AttributeError, TypeError):
-            libc = None
-        _state["libc"] = libc
-        _state["loaded"] = True  # after the handle: no thread sees "loaded" without it
-    return _state["libc"]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both must exist
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
 
 
 def bound_heap() -> None:
