@@ -107,11 +107,16 @@ def test_wheel_contains_a_valid_manifest_and_entry_point(wheel, tmp_path):
     assert {w.display_name for w in manifest.contributions.widgets} == {
         "Segment image",
         "Segment layers (batch)",
+        "Enhance membranes",
     }
     assert [str(c) for c in manifest.categories] == ["Segmentation"]
-    assert {item.command for item in manifest.contributions.menus["napari/layers/segment"]} == {
-        w.command for w in manifest.contributions.widgets
+    menus = manifest.contributions.menus
+    assert {item.command for item in menus["napari/layers/segment"]} == {
+        "napari-kanezaki.segment_widget", "napari-kanezaki.batch_widget"
     }
+    assert [item.command for item in menus["napari/layers/filter"]] == [
+        "napari-kanezaki.enhance_membranes"
+    ]
 
 
 # -- optional dependencies -----------------------------------------------------------------

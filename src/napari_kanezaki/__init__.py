@@ -28,6 +28,8 @@ _EXPORTS = {
     "segment": "workflows.api",
     "available_devices": "core.devices",
     "to_objects": "imaging.objects",
+    "consensus_objects": "imaging.objects",
+    "enhance_membranes": "imaging.membranes",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -37,7 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.devices import available_devices
     from .core.segmenter import Segmenter, TrainingState
     from .imaging.images import ImageError, NormalizedImage
-    from .imaging.objects import to_objects
+    from .imaging.membranes import enhance_membranes
+    from .imaging.objects import consensus_objects, to_objects
     from .imaging.sources import ImageSource
     from .workflows.api import segment
     from .workflows.results import SegmentationResult

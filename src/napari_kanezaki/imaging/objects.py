@@ -39,7 +39,8 @@ Pure NumPy/SciPy/scikit-image, no torch; SciPy and scikit-image load at the firs
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,7 @@ __all__ = [
     "MEMBRANES",
     "choose_background",
     "classes_by_intensity",
+    "consensus_objects",
     "membrane_class",
     "needs_image",
     "to_objects",
@@ -165,53 +167,145 @@ def to_objects(
     array = np.asarray(labels)
     if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise ValueError(f"labels must be integers (class ids), got {array.dtype}.")
-    ndim = array.ndim if ndim is None else int(ndim)
-    if ndim not in (2, 3) or array.ndim < ndim:
-        raise ValueError(
-            f"objects are found in 2-D or 3-D images; got ndim={ndim} for labels of shape "
-            f"{array.shape} (pass ndim=2 or 3 to handle the leading axes one by one)."
-        )
+    ndim = _check_ndim(ndim, array.shape)
     scale = _relative_spacing(spacing, ndim)
     if not min_distance > 0:
         raise ValueError(f"min_distance must be positive, got {min_distance}.")
     if not fill >= 0:
         raise ValueError(f"fill must be 0 (off), a positive distance or inf, got {fill}.")
-    marks = None
-    if scribbles is not None and background is None:
-        marks = np.asarray(scribbles)
-        if marks.shape != array.shape:
-            raise ValueError(
-                f"scribbles have shape {marks.shape} but the labels {array.shape}."
-            )
-    named = isinstance(background, str)
-    if named and background not in (MEMBRANES, *BY_INTENSITY):
-        raise ValueError(
-            f"background must be class id(s), {MEMBRANES!r}, 'bright' or 'dark', got "
-            f"{background!r}."
-        )
-    intensity = _intensity(image, array.shape) if needs_image(background) else None
-    explicit = (None if background is None or named
-                else np.atleast_1d(background).astype(np.int64))
+    marks = _scribble_marks(scribbles, background, array.shape)
+    choose = _background_rule(background, image, marks, array.shape)
     out = np.zeros(array.shape, np.int32)
     offset = 0
     for lead in np.ndindex(*array.shape[: array.ndim - ndim]):
         block = array[lead]
-        if intensity is not None:
-            bg = classes_by_intensity(block, intensity[lead], bright=background == "bright")
-        elif named:
-            bg = [membrane_class(block)]
-        elif explicit is None:
-            bg = [choose_background(block, None if marks is None else marks[lead])]
-        else:
-            bg = list(explicit)
-        objects = _block_objects(block, bg, per_class, min_size, split_touching, scale,
-                                 min_distance)
+        objects = _block_objects(block, choose(block, lead), per_class, min_size,
+                                 split_touching, scale, min_distance)
         if fill > 0:
             objects = _fill(objects, block != 0, fill, scale)
         n = int(objects.max(initial=0))
         out[lead] = np.where(objects > 0, objects + offset, 0)
         offset += n
     return out
+
+
+def consensus_objects(
+    runs: Sequence[np.ndarray],
+    *,
+    background: int | Sequence[int] | str | None = None,
+    image: np.ndarray | None = None,
+    scribbles: np.ndarray | None = None,
+    ndim: int | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """Objects of one image segmented several times: the background by majority vote.
+
+    Runs with different seeds place the edge between two classes differently (a membrane
+    class one run draws thin, with gaps, another thick); which class is the background is
+    chosen in every run by the same rule as `to_objects`, a pixel is background where more
+    than half of the runs say so, and the objects are those of that two-class image
+    (`to_objects` with `options`). With three runs one run that went astray (a collapse to
+    a thin membrane class) is outvoted.
+
+    Parameters
+    ----------
+    runs : sequence of array_like of int
+        Class labels of the same image from each run (e.g. seeds 0, 1, 2), one shape.
+        Never modified. Label 0 of the first run (pixels left out) stays out.
+    background, image, scribbles
+        The background rule of every run, as in `to_objects`.
+    ndim : {2, 3}, optional
+        As in `to_objects`: trailing axes that form one image; the vote is per pixel.
+    **options
+        Further keyword arguments of `to_objects` (``min_size``, ``split_touching``,
+        ``min_distance``, ``spacing``, ``fill``); not ``per_class`` (the vote keeps two
+        classes only).
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 objects of the runs' shape, as `to_objects` returns them.
+
+    Raises
+    ------
+    ValueError
+        No runs, runs of different shapes, ``per_class``, or what `to_objects` refuses.
+    """
+    if "per_class" in options:
+        raise ValueError("consensus_objects votes on background against foreground only: "
+                         "per_class is not available; call to_objects on one run for it.")
+    arrays = [np.asarray(run) for run in runs]
+    if not arrays:
+        raise ValueError("consensus_objects needs the labels of at least one run.")
+    shape = arrays[0].shape
+    if any(a.shape != shape for a in arrays):
+        raise ValueError(
+            f"every run must have the same shape; got {sorted({a.shape for a in arrays})}."
+        )
+    if not all(np.issubdtype(a.dtype, np.integer) or a.dtype == bool for a in arrays):
+        raise ValueError("labels must be integers (class ids).")
+    ndim = _check_ndim(ndim, shape)
+    choose = _background_rule(background, image,
+                              _scribble_marks(scribbles, background, shape), shape)
+    votes = np.zeros(shape, np.int32)
+    for labels in arrays:
+        for lead in np.ndindex(*shape[: len(shape) - ndim]):
+            block = labels[lead]
+            votes[lead] += np.isin(block, choose(block, lead)) | (block == 0)
+    # 1 = background by majority, 2 = foreground; 0 where the first run left pixels out.
+    two_classes = np.where(2 * votes > len(arrays), 1, 2).astype(np.int32)
+    two_classes[arrays[0] == 0] = 0
+    return to_objects(two_classes, background=1, ndim=ndim, **options)
+
+
+def _check_ndim(ndim: int | None, shape: tuple[int, ...]) -> int:
+    """The number of trailing axes of one image (2 or 3), or `ValueError`."""
+    ndim = len(shape) if ndim is None else int(ndim)
+    if ndim not in (2, 3) or len(shape) < ndim:
+        raise ValueError(
+            f"objects are found in 2-D or 3-D images; got ndim={ndim} for labels of shape "
+            f"{shape} (pass ndim=2 or 3 to handle the leading axes one by one)."
+        )
+    return ndim
+
+
+def _scribble_marks(
+    scribbles: np.ndarray | None, background: object, shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """The scribbles the background rule uses (None when not used), shape checked."""
+    if scribbles is None or background is not None:
+        return None
+    marks = np.asarray(scribbles)
+    if marks.shape != shape:
+        raise ValueError(f"scribbles have shape {marks.shape} but the labels {shape}.")
+    return marks
+
+
+def _background_rule(
+    background: object, image: np.ndarray | None, marks: np.ndarray | None,
+    shape: tuple[int, ...],
+) -> Callable[[np.ndarray, tuple[int, ...]], list[int]]:
+    """``choose(block, lead)``: the background classes of one image (see `to_objects`)."""
+    named = isinstance(background, str)
+    if named and background not in (MEMBRANES, *BY_INTENSITY):
+        raise ValueError(
+            f"background must be class id(s), {MEMBRANES!r}, 'bright' or 'dark', got "
+            f"{background!r}."
+        )
+    intensity = _intensity(image, shape) if needs_image(background) else None
+    explicit = (None if background is None or named
+                else [int(i) for i in np.atleast_1d(background)])
+
+    def choose(block: np.ndarray, lead: tuple[int, ...]) -> list[int]:
+        if intensity is not None:
+            return classes_by_intensity(block, intensity[lead], bright=background == "bright")
+        if named:
+            return [membrane_class(block)]
+        if explicit is None:
+            return [choose_background(block, None if marks is None else marks[lead])]
+        return explicit
+
+    return choose
 
 
 def needs_image(background: object) -> bool:

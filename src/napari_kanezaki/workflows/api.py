@@ -34,6 +34,7 @@ def segment(
     overwrite: bool = False,
     objects: bool = False,
     object_options: Mapping[str, Any] | None = None,
+    runs: int = 1,
     **options: Any,
 ) -> Any:
     """Segment an image without labels: train a fresh network on it and return its labels.
@@ -90,6 +91,12 @@ def segment(
         the foreground classes are merged), ``min_size`` (pixels/voxels, default 20),
         ``split_touching`` (default True), ``min_distance`` (between object centres, in
         pixels of the finest axis, default 5); see `to_objects`.
+    runs : int
+        With `objects`: train this many networks, with seeds ``seed``, ``seed + 1``, ...,
+        and take as background the pixels that more than half of them put in their
+        background classes (`imaging.objects.consensus_objects`): runs differ in where
+        they draw a thin membrane class, and one that went astray is outvoted. Takes
+        `runs` times as long. Default 1: one run, `to_objects`.
     **options
         Any configuration field by name (e.g. ``max_iter=200``, ``n_segments=4000``),
         plus ``seed`` (default 0), ``device`` (default ``"auto"``), ``precision``
@@ -109,26 +116,47 @@ def segment(
     >>> cells = segment(image, method="sp", objects=True, object_options={"min_size": 50})
     """
     object_options = _check_objects(objects, object_options, out)
-    labels = _segment(image, method, scribbles, config, stack_mode=stack_mode,
-                      spacing=spacing, rgb=rgb, memory_budget=memory_budget,
-                      tile_shape=tile_shape, out=out, overwrite=overwrite, **options)
+    _check_runs(runs, objects, object_options)
+    first_seed = options.pop("seed", 0)
+    labels = [
+        _segment(image, method, scribbles, config, stack_mode=stack_mode, spacing=spacing,
+                 rgb=rgb, memory_budget=memory_budget, tile_shape=tile_shape, out=out,
+                 overwrite=overwrite, seed=first_seed + run, **options)
+        for run in range(runs)
+    ]
     if not objects:
-        return labels
-    from napari_kanezaki.imaging.objects import needs_image, to_objects
+        return labels[0]
+    from napari_kanezaki.imaging.objects import consensus_objects, needs_image, to_objects
     from napari_kanezaki.imaging.sources import grey_image
 
     ndim = 3 if stack_mode == "3d" else 2
     grey = None
     if needs_image(object_options.get("background")):
         grey = grey_image(image, channel_axis=options.get("channel_axis"), rgb=rgb)
-    return to_objects(
-        labels,
+    return (to_objects if runs == 1 else consensus_objects)(
+        labels[0] if runs == 1 else labels,
         image=grey,
         scribbles=scribbles,
         spacing=None if spacing is None else tuple(spacing)[-ndim:],
         ndim=ndim,
         **object_options,
     )
+
+
+def _check_runs(runs: Any, objects: bool, object_options: Mapping[str, Any]) -> None:
+    """`runs` must be a positive int, above 1 only with merged objects (before training)."""
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"runs must be a positive integer, got {runs!r}.")
+    if runs > 1 and not objects:
+        raise ValueError(
+            f"runs={runs} combines the runs' objects by majority vote; pass objects=True "
+            "(class labels of different runs are not numbered alike and are not combined)."
+        )
+    if runs > 1 and object_options.get("per_class"):
+        raise ValueError(
+            f"runs={runs} votes on background against foreground, so per_class is not "
+            "available with it; use runs=1 for objects per class."
+        )
 
 
 def _check_objects(
