@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_kanezaki import consensus_objects, segment, to_objects
+from napari_kanezaki import consensus_objects, enhance_membranes, segment, to_objects
 from napari_kanezaki.workflows import api
 
 
@@ -117,3 +117,167 @@ def test_segment_refuses_runs_before_training(monkeypatch, kwargs, message):
     monkeypatch.setattr(api, "_segment", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match=message):
         segment(np.zeros((32, 32), np.uint8), "st", **kwargs)
+
+
+# -- command line and jobs --------------------------------------------------------------------
+TINY_ST = ["--method", "st", "--n-channels", "8", "--max-iter", "4", "--device", "cpu",
+           "--precision", "fp32", "-q"]
+
+
+def membrane_image() -> np.ndarray:
+    """uint16 cells between bright membranes two pixels thick, with noise."""
+    rng = np.random.default_rng(0)
+    image = 200 + rng.normal(0, 10, (64, 64))
+    for at in (20, 42):
+        image[:, at:at + 2] += 300
+        image[at:at + 2, :] += 300
+    return image.astype(np.uint16)
+
+
+@pytest.fixture
+def seeds_trained(monkeypatch):
+    """The seeds of every network the test trains, in order."""
+    from napari_kanezaki.core.segmenter import Segmenter
+
+    seen: list[int] = []
+    original = Segmenter.__init__
+
+    def init(self, config, *args, seed=0, **kwargs):
+        seen.append(seed)
+        original(self, config, *args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "__init__", init)
+    return seen
+
+
+def test_cli_runs_vote_and_trains_on_the_membrane_response(tmp_path, seeds_trained):
+    import json
+
+    import tifffile
+
+    from napari_kanezaki import enhance_membranes
+    from napari_kanezaki.cli import main
+
+    image = membrane_image()
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "cells.tif"), "-o", str(out), *TINY_ST,
+                 "--seed", "4", "--objects", "--background", "bright", "--fill", "inf",
+                 "--runs", "3", "--enhance-membranes", "bright", "--ridge-sigma", "1.5"]) == 0
+    assert seeds_trained[:3] == [4, 5, 6]
+    labels = tifffile.imread(out / "cells_labels.tif")
+    objects = tifffile.imread(out / "cells_objects.tif")
+    seeds_trained.clear()
+    # the labels are the first run's, trained on the membrane response
+    ridges = enhance_membranes(image, sigma=1.5)
+    first = segment(ridges, "st", n_channels=8, max_iter=4, seed=4, device="cpu",
+                    precision="fp32")
+    np.testing.assert_array_equal(labels, first)
+    # the objects are the vote of the three runs
+    voted = segment(ridges, "st", n_channels=8, max_iter=4, seed=4, device="cpu",
+                    precision="fp32", objects=True, runs=3,
+                    object_options={"background": "bright", "fill": np.inf})
+    np.testing.assert_array_equal(objects, voted)
+    record = json.loads((out / "run.json").read_text())
+    assert record["runs"] == 3 and record["membranes"] == "bright"
+    assert record["ridge_sigma"] == 1.5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [(["--runs", "2"], "need --objects"), (["--ridge-sigma", "2"], "needs --enhance"),
+     (["--enhance-membranes", "bright", "--channel-axis", "0"], "grey images"),
+     (["--objects", "--runs", "0"], "positive number"),
+     (["--enhance-membranes", "red"], "invalid choice")],
+)
+def test_cli_refuses_runs_and_membrane_options_that_do_not_fit(tmp_path, capsys, options,
+                                                               message):
+    import tifffile
+
+    from napari_kanezaki.cli import main
+
+    image = membrane_image()
+    if "--channel-axis" in options:  # two channels, the first axis
+        image = np.stack([image, image])
+    tifffile.imwrite(tmp_path / "cells.tif", image, photometric="minisblack")
+    try:
+        status = main(["segment", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "x"),
+                       *TINY_ST, *options])
+    except SystemExit as exit_:  # refused by argparse itself
+        status = exit_.code
+    assert status == 2 and not (tmp_path / "x").exists()
+    assert message in capsys.readouterr().err
+
+
+def test_stack_jobs_vote_over_runs(tmp_path, seeds_trained):
+    import tifffile
+
+    from napari_kanezaki.workflows.jobs import Job, run_job
+
+    volume = np.stack([membrane_image()] * 4)
+    tifffile.imwrite(tmp_path / "volume.tif", volume, photometric="minisblack")
+    job = Job(name="volume", image=tmp_path / "volume.tif", outdir=tmp_path / "out",
+              config={"method": "st", "n_channels": 8, "max_iter": 3}, device="cpu",
+              precision="fp32", stack_mode="3d", objects=True, background="bright",
+              runs=2, membranes="bright", seed=1)
+    result = run_job(job)
+    assert result.status == "done", result.message
+    assert seeds_trained == [1, 2]
+    objects = tifffile.imread(tmp_path / "out" / "volume_objects.tif")
+    seeds_trained.clear()
+    voted = segment(enhance_membranes(volume), "st",
+                    n_channels=8, max_iter=3, seed=1, device="cpu", precision="fp32",
+                    stack_mode="3d", objects=True, runs=2,
+                    object_options={"background": "bright"})
+    np.testing.assert_array_equal(objects, voted)
+    # several runs without objects are refused before training
+    bad = Job(name="bad", image=tmp_path / "volume.tif", outdir=tmp_path / "bad",
+              config={"method": "st", "n_channels": 8, "max_iter": 3}, device="cpu",
+              stack_mode="3d", runs=2)
+    seeds_trained.clear()
+    failed = run_job(bad)
+    assert failed.status == "failed" and "objects" in failed.message and not seeds_trained
+
+
+# -- widgets ----------------------------------------------------------------------------------
+FAST_ST = {"n_channels": 8, "max_iter": 4}
+
+
+@pytest.mark.parametrize("volume", [False, True])
+def test_widget_votes_over_runs_and_shows_the_first_runs_labels(widget, viewer, qtbot,
+                                                               seeds_trained, volume):
+    from widget_helpers import fast_settings
+
+    data = np.stack([membrane_image()] * 3) if volume else membrane_image()
+    image = viewer.add_image(data, name="cells")
+    fast_settings(widget.params, FAST_ST, "st", plateau_iter=0)
+    widget.params.precision.value = "fp32"
+    widget.stack_mode.value = "3d"
+    assert widget.objects.runs.native.isHidden()  # shown with the objects checkbox
+    widget.objects.enabled_box.value = True
+    assert not widget.objects.runs.native.isHidden()
+    widget.objects.background.value = "bright"
+    widget.objects.runs.value = 3
+    widget.segment(image)
+    qtbot.waitUntil(lambda: not widget.controls.running, timeout=120_000)
+    first = int(widget.params.runtime()["seed"])
+    assert seeds_trained == [first, first + 1, first + 2]
+    found = viewer.layers["cells objects"].data
+    seeds_trained.clear()
+    kwargs = {"n_channels": 8, "max_iter": 4, "plateau_iter": 0, "device": "cpu",
+              "precision": "fp32", "stack_mode": "3d" if volume else None}
+    expected = segment(data, "st", seed=first, objects=True, runs=3,
+                       object_options={"background": "bright"}, **kwargs)
+    np.testing.assert_array_equal(found, expected)
+    # the segmentation layer ends with the first run's labels
+    labels = segment(data, "st", seed=first, **kwargs)
+    np.testing.assert_array_equal(viewer.layers["cells segmentation"].data, labels)
+    np.testing.assert_array_equal(image.data, data)
+
+
+def test_batch_widget_offers_no_runs(viewer):
+    from napari_kanezaki.plugin.batch_widget import BatchWidget
+
+    batch = BatchWidget(viewer)
+    batch.objects.enabled_box.value = True
+    assert batch.objects.runs.native.isHidden() and batch.objects.n_runs == 1

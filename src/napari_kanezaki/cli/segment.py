@@ -23,6 +23,7 @@ from napari_kanezaki.cli.parser import (
     build_config,
 )
 from napari_kanezaki.cli.records import _runtime, _summary, write_run_files
+from napari_kanezaki.imaging.membranes import DEFAULT_RIDGE_SIGMA
 from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
 
 __all__ = ["register", "run"]
@@ -77,12 +78,38 @@ def _object_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--no-split-touching", dest="split_touching", action="store_false",
                        help="keep touching objects of one connected region together (no "
                        "watershed split; EM slices)")
+    group.add_argument("--runs", type=_positive_int, default=1, metavar="N",
+                       help="train N networks (seeds --seed, --seed + 1, ...) and write the "
+                       "objects of their majority vote: background where most runs put "
+                       "their background classes (labels, overlay and model: the first "
+                       "run's; N times the time; confocal workflow: 3; default: 1)")
+    membranes = p.add_argument_group(
+        "membranes",
+        "--enhance-membranes trains on the membrane (ridge) response of the image instead "
+        "of its intensity (Sato's filter at one scale, over all axes of a volume; the "
+        "image is read whole; grey images only): membranes that are faint or unevenly lit "
+        "come out more completely. Written labels, overlay and model are of that response.",
+    )
+    membranes.add_argument("--enhance-membranes", dest="membranes",
+                           choices=("bright", "dark"), default=None,
+                           help="bright: stained membranes (fluorescence); dark: membranes "
+                           "in EM or brightfield (default: off)")
+    membranes.add_argument("--ridge-sigma", type=_positive_float, default=DEFAULT_RIDGE_SIGMA,
+                           metavar="PX", help="scale of the membrane filter in pixels, about "
+                           f"the membranes' half thickness (default: {DEFAULT_RIDGE_SIGMA})")
 
 
 def _distance(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"expected a distance >= 0 or 'inf', got {text!r}.")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value != float("inf")):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}.")
     return value
 
 
@@ -121,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
             tile_shape=None if args.tile_shape is None else tuple(args.tile_shape),
             zarr=args.zarr, objects=args.objects,
             background=background, min_object_size=args.min_object_size, fill=args.fill,
-            split_touching=args.split_touching)
+            split_touching=args.split_touching, runs=args.runs, membranes=args.membranes,
+            ridge_sigma=args.ridge_sigma)
         for img in images
     ]
     started = time.perf_counter()
@@ -139,9 +167,14 @@ def _check_object_options(args: argparse.Namespace) -> tuple[int, ...] | str | N
         raise CLIError("--objects writes a TIFF beside TIFF labels; drop --zarr or --objects.")
     if not args.objects and (args.background is not None
                              or args.min_object_size != DEFAULT_MIN_SIZE
-                             or args.fill != 0 or not args.split_touching):
-        raise CLIError("--background, --min-object-size, --fill and --no-split-touching "
-                       "need --objects.")
+                             or args.fill != 0 or not args.split_touching or args.runs != 1):
+        raise CLIError("--background, --min-object-size, --fill, --no-split-touching and "
+                       "--runs need --objects.")
+    if args.membranes is not None and args.channel_axis is not None:
+        raise CLIError("--enhance-membranes takes grey images; drop --channel-axis (or "
+                       "write the membrane channel alone to a file and segment that).")
+    if args.ridge_sigma != DEFAULT_RIDGE_SIGMA and args.membranes is None:
+        raise CLIError("--ridge-sigma needs --enhance-membranes bright|dark.")
     if args.background is None:
         return None
     if len(args.background) == 1 and args.background[0] in ("membranes", "bright", "dark"):

@@ -59,6 +59,7 @@ __all__ = [
     "STACK_CHOICES",
     "ObjectControls",
     "combine_channels",
+    "with_consensus",
     "with_objects",
 ]
 
@@ -82,7 +83,7 @@ BACKGROUND_CHOICES = [
 class ObjectControls(Container):
     """The "objects" checkbox and the options of `to_objects` (also used by the batch widget)."""
 
-    def __init__(self) -> None:
+    def __init__(self, with_runs: bool = False) -> None:
         self.enabled_box = CheckBox(
             name="objects",
             text="objects (cells, nuclei)",
@@ -120,8 +121,18 @@ class ObjectControls(Container):
             tooltip="Split touching objects of one connected region by a watershed on the "
             "distance transform (off for EM slices, where membranes already part the cells)",
         )
+        self.runs = SpinBox(
+            name="object_runs", label="runs (vote)", min=1, max=99, value=1,
+            visible=with_runs,
+            tooltip="Train this many networks (seeds seed, seed+1, ...) and make the objects "
+            "of their majority vote: background where most runs put their background "
+            "classes. Outvotes a run whose membranes came out with gaps; takes that many "
+            "times as long (confocal membranes: 3). The segmentation layer shows the runs in "
+            "turn and ends with the first run's labels",
+        )
+        self._with_runs = with_runs
         super().__init__(widgets=[self.enabled_box, self.min_size, self.background, self.fill,
-                                  self.split], labels=True)
+                                  self.split, self.runs], labels=True)
         self.margins = (0, 0, 0, 0)
         self.enabled_box.changed.connect(self._update_visibility)
         self._update_visibility()
@@ -142,9 +153,15 @@ class ObjectControls(Container):
             options["split_touching"] = False
         return options
 
+    @property
+    def n_runs(self) -> int:
+        """Networks to train for the objects' vote (1 without objects or without the box)."""
+        return int(self.runs.value) if self.wanted and self._with_runs else 1
+
     def _update_visibility(self, *_args) -> None:
         for widget in (self.min_size, self.background, self.fill, self.split):
             widget.visible = self.wanted
+        self.runs.visible = self.wanted and self._with_runs
 
 
 class SegmentWidget(Container):
@@ -207,7 +224,7 @@ class SegmentWidget(Container):
             tooltip="Only for stacks and volumes: how planes are segmented",
         )
         self.params = ParameterPanel()
-        self.objects = ObjectControls()
+        self.objects = ObjectControls(with_runs=True)
         self.replace_previous = CheckBox(
             name="replace_previous", text="replace previous result", value=True,
             tooltip="Each run replaces the result layers of this dock's previous run; "
@@ -386,16 +403,17 @@ class SegmentWidget(Container):
         preview_every = self.params.preview_every.value
         ndim = spatial_ndim(image)
         mode = None
+        make_job: Callable[[Mapping[str, Any]], Callable[[threading.Event], Job]]
         if ndim > 2:
             mode = stack_mode if stack_mode is not None else self.stack_mode.value
             spacing = tuple(float(s) for s in image.scale[-ndim:]) if mode == "3d" else None
             stack_data = layer_data(image) if combined is None else combined
-            job = partial(
+            make_job = partial(
+                partial,
                 segment_stack,
                 image.name,
                 stack_data,
                 config,
-                runtime,
                 stack_mode=mode,
                 scribbles=scribble_data,
                 rgb=bool(image.rgb) if combined is None else None,
@@ -412,8 +430,13 @@ class SegmentWidget(Container):
             else:
                 scale = tuple(float(s) for s in image.scale[-2:])
                 source = LayerInput(combined, False, 0, 1, scale, channel_axis=-1)
-            job = image_job(image.name, source, config, runtime, scribbles=scribble_data,
-                            preview_every=preview_every)
+            make_job = partial(_image_job_with, image.name, source, config,
+                               scribbles=scribble_data, preview_every=preview_every)
+        wants_objects = self.objects.wanted if objects is None else objects
+        n_runs = self.objects.n_runs if wants_objects else 1
+        first_seed = int(runtime.get("seed", 0))
+        jobs = [make_job({**runtime, "seed": first_seed + k}) for k in range(n_runs)]
+        job = jobs[0]
         if self.controls.running:
             raise RuntimeError("a run is already in progress; stop it first.")
         self._runs += 1
@@ -426,7 +449,7 @@ class SegmentWidget(Container):
             run_name = f" ({config.method.upper()}, run {self._runs})"
         outputs = {image.name: add_output_layer(self._viewer, image,
                                                 suffix=f"segmentation{run_name}", source=source)}
-        if self.objects.wanted if objects is None else objects:
+        if wants_objects:
             object_ndim = 3 if mode == "3d" else 2
             spacing = tuple(float(s) for s in image.scale[-object_ndim:])
             if source is not None:
@@ -447,7 +470,10 @@ class SegmentWidget(Container):
                                  if combined is None else None,
                                  channel_axis=None if combined is None else -1))
             key = (image.name, "objects")
-            job = partial(with_objects, job, {image.name: (key, options)})
+            if n_runs == 1:
+                job = partial(with_objects, job, {image.name: (key, options)})
+            else:
+                job = partial(with_consensus, jobs, image.name, (key, options))
             outputs[key] = add_output_layer(self._viewer, image, suffix=f"objects{run_name}",
                                             source=source)
         self._previous_outputs = list(outputs.values())
@@ -529,6 +555,90 @@ def with_objects(
     finally:
         generator.close()
     return result
+
+
+def with_consensus(
+    jobs: Sequence[Callable[[threading.Event], Job]],
+    key: Hashable,
+    target: tuple[Hashable, Mapping[str, Any]],
+    stop: threading.Event,
+) -> Job:
+    """Run the same segmentation with several seeds, then the objects of their vote.
+
+    The jobs run in turn (`jobs.in_turn`, one progress over all) and show their labels
+    under `key` as they train; the final labels of each are kept and, at the end, an
+    `Update` for the objects key carries `consensus_objects` of them. The labels shown last
+    are the first run's again, as the command line writes them. A stop ends the runs
+    early: the objects are the vote of the runs finished so far (the stopped one
+    included), announced as such; nothing follows an abandoned stop.
+
+    Parameters
+    ----------
+    jobs : sequence of callable
+        One job per seed, each showing its labels under `key`.
+    key : hashable
+        Output key of the class labels.
+    target : (hashable, mapping)
+        Objects key and keyword arguments of `consensus_objects` (``image`` may be a
+        callable that reads it).
+    stop : threading.Event
+
+    Yields
+    ------
+    Update
+
+    Returns
+    -------
+    JobResult
+        The last run's.
+    """
+    from napari_kanezaki.plugin.jobs import in_turn
+
+    finals: list[Update] = []
+
+    def recording(job: Callable[[threading.Event], Job]) -> Callable[[threading.Event], Job]:
+        def run(event: threading.Event) -> Job:
+            last = None
+            generator = job(event)
+            try:
+                while True:
+                    try:
+                        update = next(generator)
+                    except StopIteration as done:
+                        if last is not None:
+                            finals.append(last)
+                        return done.value
+                    if update.key == key and update.labels is not None:
+                        last = update
+                    yield update
+            finally:
+                generator.close()
+        return run
+
+    result = yield from in_turn([recording(job) for job in jobs], stop)
+    if not finals or getattr(stop, "abandoned", False):
+        return result
+    objects_key, options = target
+    if callable(options.get("image")):  # the grey image, read only when it is needed
+        options = {**options, "image": options["image"]()}
+    from napari_kanezaki.imaging.objects import consensus_objects
+
+    last = finals[-1]
+    yield Update(last.step, last.total, f"{key}: the first run's labels", key,
+                 finals[0].labels)
+    found = consensus_objects([np.asarray(f.labels) for f in finals], **options)
+    runs = f"{len(finals)} of {len(jobs)} runs" if len(finals) < len(jobs) else (
+        f"{len(finals)} runs")
+    yield Update(last.step, last.total, f"{key}: {int(found.max())} objects, vote of {runs}",
+                 objects_key, found)
+    return result
+
+
+def _image_job_with(key: Hashable, source: LayerInput, config: Any,
+                    runtime: Mapping[str, Any], **kwargs: Any
+                    ) -> Callable[[threading.Event], Job]:
+    """`runner.image_job` with the runtime settings last (to build one job per seed)."""
+    return image_job(key, source, config, runtime, **kwargs)
 
 
 def _objects_update(

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_kanezaki.imaging.membranes import DEFAULT_RIDGE_SIGMA
 from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
 from napari_kanezaki.workflows.claims import Claim, ClaimedError, acquire, claim_path
 from napari_kanezaki.workflows.outputs import OutputPaths, output_paths
@@ -88,6 +89,16 @@ class Job:
         Background pixels within this distance of an object join it (``inf``: all).
     split_touching : bool
         Split touching objects of one connected region by a watershed.
+    runs : int
+        With `objects`: train this many networks (seeds ``seed``, ``seed + 1``, ...) and
+        write the objects of their majority vote (`consensus_objects`); labels, overlay
+        and model are the first run's.
+    membranes : {"bright", "dark"}, optional
+        Train on (and predict) the membrane response of the image
+        (`imaging.membranes.enhance_membranes`) instead of its intensity: bright stained
+        membranes or dark ones. The image is read whole; grey images only.
+    ridge_sigma : float
+        Scale of the membrane filter, pixels.
     """
 
     name: str
@@ -114,6 +125,9 @@ class Job:
     min_object_size: int = DEFAULT_MIN_SIZE
     fill: float = 0.0
     split_touching: bool = True
+    runs: int = 1
+    membranes: str | None = None
+    ridge_sigma: float = DEFAULT_RIDGE_SIGMA
 
     @property
     def uses_engine(self) -> bool:
@@ -226,7 +240,7 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
                              "as TIFF.")
         if job.model is None and (job.uses_engine or _over_default_budget(job, config)):
             labels, _ = process_stack(
-                open_image(job.image),
+                open_image(job.image) if job.membranes is None else _membrane_input(job),
                 job.outputs,
                 config,
                 stack_mode=job.stack_mode,
@@ -241,10 +255,11 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
                 overwrite=job.overwrite,
                 progress=progress,
                 object_options=job.object_options,
+                runs=job.runs,
             )
             n_labels = _count_labels(labels)
             return JobResult(job.name, "done", "", n_labels, time.perf_counter() - start)
-        image = read_image(job.image)
+        image = read_image(job.image) if job.membranes is None else _membrane_input(job)
         labels, _ = process_image(
             image,
             job.outputs,
@@ -260,6 +275,7 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
             object_options=job.object_options,
             memory_budget=job.memory_budget,
             tile_shape=job.tile_shape,
+            runs=job.runs,
         )
     except Exception as exc:  # one bad image must not stop the batch
         message = f"{type(exc).__name__}: {exc}"
@@ -271,6 +287,16 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
 
 
 # -- internals -----------------------------------------------------------------------------
+def _membrane_input(job: Job) -> np.ndarray:
+    """The membrane response of the job's image (read whole), what the network sees."""
+    from napari_kanezaki.imaging.io import read_image
+    from napari_kanezaki.imaging.membranes import enhance_membranes
+
+    return enhance_membranes(read_image(job.image), bright=job.membranes == "bright",
+                             sigma=job.ridge_sigma)
+
+
+
 class _FolderClaim:
     """A `claims.Claim` on a job's image; on release, the output folder goes too if this
     claim created it and nothing else is in it."""

@@ -54,6 +54,7 @@ def process_image(
     object_options: Mapping[str, Any] | None = None,
     memory_budget: int | None = None,
     tile_shape: Sequence[int] | None = None,
+    runs: int = 1,
 ) -> tuple[np.ndarray, Any]:
     """Segment one image array and write its outputs (labels TIFF, overlay PNG, model).
 
@@ -85,6 +86,10 @@ def process_image(
         over it the image is predicted tile by tile (`stacks.predict_iter`, the same labels).
     tile_shape : sequence of int, optional
         With `model`: force tiled prediction with tiles of this size (two entries).
+    runs : int
+        With objects: train this many networks (seeds ``seed``, ``seed + 1``, ...) and
+        write the objects of their majority vote (`consensus_objects`); the labels, overlay
+        and model are the first run's.
 
     Returns
     -------
@@ -97,6 +102,7 @@ def process_image(
     from napari_kanezaki.imaging.sources import grey_image
 
     _refuse_existing(outputs, overwrite)
+    _check_runs(runs, outputs, training=model is None)
     if model is not None:
         from napari_kanezaki.workflows.stacks import predict_iter, run_to_end
 
@@ -104,12 +110,17 @@ def process_image(
         labels = run_to_end(predict_iter(segmenter, image, channel_axis=channel_axis,
                                          memory_budget=memory_budget,
                                          tile_shape=tile_shape)).labels
+        every_run = [labels]
     else:
-        segmenter = Segmenter(config, device=device, seed=seed, precision=precision)
-        for state in segmenter.run(image, scribbles, channel_axis=channel_axis):
-            if progress is not None:
-                progress(state)
-        labels = segmenter.predict(image, channel_axis=channel_axis)
+        def train(run_seed: int) -> tuple[np.ndarray, Segmenter]:
+            trained = Segmenter(config, device=device, seed=run_seed, precision=precision)
+            for state in trained.run(image, scribbles, channel_axis=channel_axis):
+                if progress is not None:
+                    progress(state)
+            return trained.predict(image, channel_axis=channel_axis), trained
+
+        labels, segmenter = train(seed)
+        every_run = [labels] + [train(seed + k)[0] for k in range(1, runs)]
     outputs.labels.parent.mkdir(parents=True, exist_ok=True)
     temporary = []
     try:
@@ -120,7 +131,7 @@ def process_image(
                                        display_image(image, channel_axis),
                                        labels, overwrite=True), outputs.overlay))
         if outputs.objects is not None:
-            temporary.append((_save_objects(outputs.objects, labels, scribbles, 2, None,
+            temporary.append((_save_objects(outputs.objects, every_run, scribbles, 2, None,
                                             object_options,
                                             lambda: grey_image(image, channel_axis=channel_axis)),
                               outputs.objects))
@@ -154,6 +165,7 @@ def process_stack(
     overwrite: bool = False,
     progress: Callable[[Any], None] | None = None,
     object_options: Mapping[str, Any] | None = None,
+    runs: int = 1,
 ) -> tuple[Any, Any]:
     """Segment a stack, volume or large image with `stacks.segment_iter` and write its outputs.
 
@@ -186,6 +198,10 @@ def process_stack(
     object_options : mapping, optional
         Keyword arguments of `to_objects` for the objects: 3-D per volume (with the last
         three entries of `spacing`) in ``3d`` mode, else 2-D per plane (the last two).
+    runs : int
+        With objects: this many trainings (seeds ``seed``, ``seed + 1``, ...), the objects
+        of their majority vote (`consensus_objects`); labels, overlay and model are the
+        first run's. The further runs' labels are held in memory.
 
     Returns
     -------
@@ -215,6 +231,7 @@ def process_stack(
     if to_zarr and outputs.objects is not None:
         raise ValueError("objects are written as a TIFF beside TIFF labels, not with a zarr "
                          "store; drop --zarr (zarr=False) or --objects.")
+    _check_runs(runs, outputs, training=True)
     source = ImageSource(image, channel_axis=channel_axis)
     check_stack_mode(source, stack_mode)
     check_stack_preprocessing(config)
@@ -249,6 +266,13 @@ def process_stack(
         if reshaped:
             assert geometry is not None
             labels = restore_planes(labels, geometry)
+        every_run = [labels]
+        for k in range(1, runs):  # further runs for the objects' vote: labels in memory
+            extra = run_to_end(segment_iter(
+                engine_source, engine_config, stack_mode=stack_mode, scribbles=scribbles,
+                spacing=spacing, seed=seed + k, device=device, precision=precision,
+                memory_budget=memory_budget, tile_shape=tile_shape), progress).labels
+            every_run.append(restore_planes(extra, geometry) if reshaped else extra)
             if to_zarr:
                 store = create_output(labels.shape, tmp_labels, chunks=plane_chunks(labels.shape),
                                       overwrite=True)
@@ -267,7 +291,8 @@ def process_stack(
         if outputs.objects is not None:
             ndim = 3 if stack_mode == "3d" else 2
             temporary.append((
-                _save_objects(outputs.objects, np.asarray(labels), user_scribbles, ndim,
+                _save_objects(outputs.objects, [np.asarray(r) for r in every_run],
+                              user_scribbles, ndim,
                               spacing, object_options, lambda: grey_image(source)),
                 outputs.objects,
             ))
@@ -307,25 +332,37 @@ def _refuse_existing(outputs: OutputPaths, overwrite: bool) -> None:
             )
 
 
+def _check_runs(runs: int, outputs: OutputPaths, *, training: bool) -> None:
+    """More than one run only to train several networks for the objects' vote."""
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"runs must be a positive integer, got {runs!r}.")
+    if runs > 1 and (outputs.objects is None or not training):
+        raise ValueError(
+            f"{runs} runs are combined in the objects' majority vote only: ask for objects "
+            "(--objects) when training, or use one run."
+        )
+
+
 def _save_objects(
     path: Path,
-    labels: np.ndarray,
+    runs: Sequence[np.ndarray],
     scribbles: np.ndarray | None,
     ndim: int,
     spacing: Sequence[float] | None,
     options: Mapping[str, Any] | None,
     read_image: Callable[[], np.ndarray],
 ) -> Path:
-    """Write the objects of `labels` under `path`'s temporary name; return that name.
+    """Write the objects of the runs' labels under `path`'s temporary name; return that name.
 
-    `read_image` gives the grey image, read only for a background chosen by intensity.
+    One run: `to_objects`; several: `consensus_objects`. `read_image` gives the grey image,
+    read only for a background chosen by intensity.
     """
     from napari_kanezaki.imaging.io import save_labels
-    from napari_kanezaki.imaging.objects import needs_image, to_objects
+    from napari_kanezaki.imaging.objects import consensus_objects, needs_image, to_objects
 
     options = dict(options or {})
-    objects = to_objects(
-        labels,
+    objects = (to_objects if len(runs) == 1 else consensus_objects)(
+        runs[0] if len(runs) == 1 else runs,
         image=read_image() if needs_image(options.get("background")) else None,
         scribbles=scribbles,
         spacing=None if spacing is None else tuple(spacing)[-ndim:],
