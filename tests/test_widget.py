@@ -45,6 +45,7 @@ def test_manifest_validates_and_is_installed():
     assert {w.display_name for w in manifest.contributions.widgets} == {
         "Segment image",
         "Segment layers (batch)",
+        "Enhance membranes",
     }
     # The top-level napari.yaml is a symlink to the packaged one: same bytes.
     assert (ROOT / "napari.yaml").read_bytes() == PACKAGE_MANIFEST.read_bytes()
@@ -53,7 +54,8 @@ def test_manifest_validates_and_is_installed():
 def test_widget_import_does_not_import_torch():
     code = (
         "import sys, napari_kanezaki.plugin.segment_widget, napari_kanezaki.plugin.batch_widget, "
-        "napari_kanezaki.plugin.sample_data; assert 'torch' not in sys.modules, 'torch imported'"
+        "napari_kanezaki.plugin.sample_data, napari_kanezaki.plugin.membranes_widget; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
