@@ -140,3 +140,17 @@ def test_pixel_weights_make_two_means():
     np.testing.assert_allclose(w[scribbles.numpy() < 0], 1 / 4)
     np.testing.assert_allclose(w[scribbles.numpy() >= 0], 0.5 / 2)
     assert pixel_weights(None, (1, 4, 5), w_sim=2.0, w_scr=0.5) == pytest.approx(0.1)
+
+
+def test_gradient_scales_with_the_upstream_gradient():
+    gen = torch.Generator().manual_seed(2)
+    r = torch.randn(1, 4, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 4, (1, 5, 6), generator=gen)
+    (g1,) = torch.autograd.grad(self_training_loss(r, target, 0.1, w_con=2.0), r)
+    (g3,) = torch.autograd.grad(3.0 * self_training_loss(r, target, 0.1, w_con=2.0), r)
+    torch.testing.assert_close(g3, 3.0 * g1)
+    # a retained graph gives the same gradient twice (the saved buffer is not spent)
+    loss = self_training_loss(r, target, 0.1, w_con=2.0)
+    (first,) = torch.autograd.grad(loss, r, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, r)
+    torch.testing.assert_close(first, second)
