@@ -33,6 +33,9 @@ counts and measures objects. `to_objects` turns a class label image into instanc
 6. The objects are numbered 1..N in raster order of each object's first pixel, so the
    numbering is deterministic.
 
+`consensus_objects` does the same for several runs on one image (seeds): each run's
+background by the same rule, a pixel is background where most runs say so, then steps 2-6.
+
 Pure NumPy/SciPy/scikit-image, no torch; SciPy and scikit-image load at the first call.
 """
 
