@@ -89,3 +89,18 @@ def test_widget_refuses_rgb_layers_with_the_way_out(viewer):
     layer = viewer.add_image(np.zeros((16, 16, 3), np.uint8), rgb=True, name="colour")
     with pytest.raises(ImageError, match="Split RGB"):
         enhance_membranes_widget(layer)
+
+
+def test_large_images_are_filtered_in_slabs_with_the_same_response(monkeypatch):
+    from napari_kanezaki.imaging import membranes
+
+    volume = np.stack([membrane_grid(shape=(40, 48)) * (1 + 0.1 * z) for z in range(24)])
+    whole = enhance_membranes(volume)
+    for slab in (40 * 48 * 5, 40 * 48, 1):  # 5 planes, 1 plane, 1 plane (at least one)
+        monkeypatch.setattr(membranes, "SLAB_VOXELS", slab)
+        np.testing.assert_allclose(enhance_membranes(volume), whole, atol=1e-5)
+    image = membrane_grid()  # 2-D: slabs of rows
+    monkeypatch.setattr(membranes, "SLAB_VOXELS", 96 * 7)
+    sliced = enhance_membranes(image)
+    monkeypatch.setattr(membranes, "SLAB_VOXELS", 2**22)
+    np.testing.assert_allclose(sliced, enhance_membranes(image), atol=1e-5)
