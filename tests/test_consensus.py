@@ -181,6 +181,20 @@ def test_cli_runs_vote_and_trains_on_the_membrane_response(tmp_path, seeds_train
     record = json.loads((out / "run.json").read_text())
     assert record["runs"] == 3 and record["membranes"] == "bright"
     assert record["ridge_sigma"] == 1.5
+    # the model file carries the filter, and predict applies it again to a new image
+    from napari_kanezaki import Segmenter
+
+    model = Segmenter.load(out / "cells_model.pt")
+    assert model.membranes == {"bright": True, "sigma": 1.5}
+    assert main(["predict", str(out / "cells_model.pt"), str(tmp_path / "cells.tif"),
+                 "-o", str(tmp_path / "pred"), "--device", "cpu", "--precision", "fp32",
+                 "-q"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "pred" / "cells_labels.tif"),
+                                  labels)
+    # without the record (a model trained on the intensity) predict sees the intensity
+    model.membranes = None
+    plain = model.predict(image)
+    assert not np.array_equal(plain, labels)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ def write_model(
     seed: int,
     spacing: tuple[float, ...] | None,
     keep_ids: tuple[int, ...],
+    membranes: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a model file.
@@ -48,6 +49,9 @@ def write_model(
         Voxel size the model was trained with.
     keep_ids : tuple of int
         Scribbled classes, kept as ids in predictions.
+    membranes : dict, optional
+        The membrane filter its inputs went through (`imaging.membranes.membrane_filter`),
+        applied again by `workflows.stacks.predict_iter`; None: the intensity.
     overwrite : bool
         Replace an existing file; otherwise an existing file raises `FileExistsError`.
 
@@ -65,6 +69,7 @@ def write_model(
         "spatial_dims": model.spatial_dims,
         "spacing": None if spacing is None else list(spacing),
         "keep_ids": list(keep_ids),
+        "membranes": None if membranes is None else dict(membranes),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     torch.save(payload, path)
@@ -104,7 +109,7 @@ def _load(path: str | Path, what: str) -> Any:
 #: Entries of a model file and the types they must have.
 _ENTRIES: dict[str, type | tuple[type, ...]] = {
     "config": dict, "seed": int, "in_channels": int, "keep_ids": list, "state_dict": dict,
-    "spatial_dims": int, "spacing": (list, type(None)),
+    "spatial_dims": int, "spacing": (list, type(None)), "membranes": (dict, type(None)),
 }
 
 
@@ -119,7 +124,8 @@ def read_model(path: str | Path) -> dict[str, Any]:
     -------
     dict
         ``format``, ``config`` (a dict), ``seed``, ``in_channels``, ``spatial_dims``,
-        ``spacing``, ``keep_ids`` and ``state_dict``.
+        ``spacing``, ``keep_ids``, ``membranes`` (None in files from before it) and
+        ``state_dict``.
 
     Raises
     ------
@@ -136,6 +142,7 @@ def read_model(path: str | Path) -> dict[str, Any]:
         )
     payload.setdefault("spatial_dims", 2)
     payload.setdefault("spacing", None)
+    payload.setdefault("membranes", None)
     for key, kind in _ENTRIES.items():
         if key not in payload:
             raise ValueError(

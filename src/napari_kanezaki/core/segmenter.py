@@ -83,6 +83,11 @@ class Segmenter:
         self.model: KanezakiNet | None = None
         self.keep_ids: tuple[int, ...] = ()
         self.spacing = check_spacing(spacing)
+        #: The membrane filter (`imaging.membranes.membrane_filter`) the training images
+        #: went through, saved with the model and applied again by `stacks.predict_iter`
+        #: (the command line's ``predict``, the batch dock's saved models); `predict` itself
+        #: takes the network's input as it is given.
+        self.membranes: dict | None = None
 
     @property
     def method(self) -> str:
@@ -262,7 +267,7 @@ class Segmenter:
             raise RuntimeError("nothing to save: train with run() or fit() first.")
         return checkpoint.write_model(path, self.model, self.config, seed=self.seed,
                                       spacing=self.spacing, keep_ids=self.keep_ids,
-                                      overwrite=overwrite)
+                                      membranes=self.membranes, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto",
@@ -294,6 +299,7 @@ class Segmenter:
             spatial_dims=payload["spatial_dims"], seed=segmenter.seed, device=segmenter.device)
         checkpoint.load_weights(segmenter.model, payload["state_dict"], Path(path), config)
         segmenter.keep_ids = tuple(int(i) for i in payload["keep_ids"])
+        segmenter.membranes = payload["membranes"]
         return segmenter
 
     # -- shared with core.tiling's crop training and tiled prediction -------------------------

@@ -20,11 +20,14 @@ Pure NumPy/scikit-image, no torch; scikit-image loads at the first call.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from napari_kanezaki.imaging.images import ImageError
 
-__all__ = ["DEFAULT_RIDGE_SIGMA", "enhance_membranes"]
+__all__ = ["DEFAULT_RIDGE_SIGMA", "apply_membrane_filter", "enhance_membranes",
+           "membrane_filter"]
 
 #: Scale of the ridge filter (Gaussian sigma, pixels): membranes one to three pixels thick.
 DEFAULT_RIDGE_SIGMA = 1.0
@@ -122,3 +125,48 @@ def enhance_membranes(
         return np.zeros(array.shape, np.float32)
     response /= top
     return np.clip(response, 0, 1, out=response)
+
+
+def membrane_filter(bright: bool, sigma: float = DEFAULT_RIDGE_SIGMA) -> dict[str, Any]:
+    """The record of a membrane filter that a model file carries (see `Segmenter.membranes`).
+
+    Parameters
+    ----------
+    bright, sigma
+        As for `enhance_membranes`.
+
+    Returns
+    -------
+    dict
+        ``{"bright": bool, "sigma": float}``, plain values (safe in a weights-only file).
+
+    Raises
+    ------
+    ImageError
+        A non-positive `sigma`.
+    """
+    if isinstance(bright, (bool, np.bool_)) and np.isfinite(sigma) and sigma > 0:
+        return {"bright": bool(bright), "sigma": float(sigma)}
+    raise ImageError(
+        f"a membrane filter needs bright True/False and a positive sigma, got bright={bright!r}, "
+        f"sigma={sigma!r}."
+    )
+
+
+def apply_membrane_filter(image: Any, record: dict[str, Any]) -> np.ndarray:
+    """`enhance_membranes` of `image` with the settings of a `membrane_filter` record.
+
+    Parameters
+    ----------
+    image : array_like
+        Grey 2-D image or 3-D volume (NumPy, dask, zarr: read whole).
+    record : dict
+        ``{"bright": bool, "sigma": float}``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 response, 0..1.
+    """
+    checked = membrane_filter(record.get("bright"), record.get("sigma", float("nan")))
+    return enhance_membranes(np.asarray(image), **checked)

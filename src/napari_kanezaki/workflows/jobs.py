@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_kanezaki.imaging.membranes import DEFAULT_RIDGE_SIGMA
+from napari_kanezaki.imaging.membranes import DEFAULT_RIDGE_SIGMA, membrane_filter
 from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
 from napari_kanezaki.workflows.claims import Claim, ClaimedError, acquire, claim_path
 from napari_kanezaki.workflows.outputs import OutputPaths, output_paths
@@ -94,9 +94,10 @@ class Job:
         write the objects of their majority vote (`consensus_objects`); labels, overlay
         and model are the first run's.
     membranes : {"bright", "dark"}, optional
-        Train on (and predict) the membrane response of the image
-        (`imaging.membranes.enhance_membranes`) instead of its intensity: bright stained
-        membranes or dark ones. The image is read whole; grey images only.
+        Train on the membrane response of the image (`imaging.membranes.enhance_membranes`)
+        instead of its intensity: bright stained membranes or dark ones. The image is read
+        whole; grey images only. The model file records it, and predicting with that
+        model applies it again. Not with `model` (the file's record decides).
     ridge_sigma : float
         Scale of the membrane filter, pixels.
     """
@@ -146,6 +147,13 @@ class Job:
         model = self.save_model and self.model is None and self.stack_mode != "independent"
         return output_paths(self.outdir, self.name, model=model, zarr=self.zarr,
                             objects=self.objects)
+
+    @property
+    def membrane_filter(self) -> dict[str, Any] | None:
+        """The `membrane_filter` record of `membranes` (None: train on the intensity)."""
+        if self.membranes is None:
+            return None
+        return membrane_filter(self.membranes == "bright", self.ridge_sigma)
 
     @property
     def object_options(self) -> dict[str, Any] | None:
@@ -240,7 +248,7 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
                              "as TIFF.")
         if job.model is None and (job.uses_engine or _over_default_budget(job, config)):
             labels, _ = process_stack(
-                open_image(job.image) if job.membranes is None else _membrane_input(job),
+                open_image(job.image),
                 job.outputs,
                 config,
                 stack_mode=job.stack_mode,
@@ -256,10 +264,11 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
                 progress=progress,
                 object_options=job.object_options,
                 runs=job.runs,
+                membranes=job.membrane_filter,
             )
             n_labels = _count_labels(labels)
             return JobResult(job.name, "done", "", n_labels, time.perf_counter() - start)
-        image = read_image(job.image) if job.membranes is None else _membrane_input(job)
+        image = read_image(job.image)
         labels, _ = process_image(
             image,
             job.outputs,
@@ -276,6 +285,7 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
             memory_budget=job.memory_budget,
             tile_shape=job.tile_shape,
             runs=job.runs,
+            membranes=job.membrane_filter,
         )
     except Exception as exc:  # one bad image must not stop the batch
         message = f"{type(exc).__name__}: {exc}"
@@ -287,15 +297,6 @@ def _segment_claimed(job: Job, progress: Callable[[Any], None] | None,
 
 
 # -- internals -----------------------------------------------------------------------------
-def _membrane_input(job: Job) -> np.ndarray:
-    """The membrane response of the job's image (read whole), what the network sees."""
-    from napari_kanezaki.imaging.io import read_image
-    from napari_kanezaki.imaging.membranes import enhance_membranes
-
-    return enhance_membranes(read_image(job.image), bright=job.membranes == "bright",
-                             sigma=job.ridge_sigma)
-
-
 
 class _FolderClaim:
     """A `claims.Claim` on a job's image; on release, the output folder goes too if this

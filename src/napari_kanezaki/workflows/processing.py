@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_kanezaki.imaging.membranes import apply_membrane_filter
 from napari_kanezaki.workflows.outputs import (
     OutputPaths,
     display_image,
@@ -55,6 +56,7 @@ def process_image(
     memory_budget: int | None = None,
     tile_shape: Sequence[int] | None = None,
     runs: int = 1,
+    membranes: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, Any]:
     """Segment one image array and write its outputs (labels TIFF, overlay PNG, model).
 
@@ -90,6 +92,10 @@ def process_image(
         With objects: train this many networks (seeds ``seed``, ``seed + 1``, ...) and
         write the objects of their majority vote (`consensus_objects`); the labels, overlay
         and model are the first run's.
+    membranes : mapping, optional
+        Train on the membrane response (`imaging.membranes.membrane_filter` record) instead
+        of the image; the model file carries it. With `model`, the file's own record
+        applies (`stacks.predict_iter`) and this must be None.
 
     Returns
     -------
@@ -103,6 +109,11 @@ def process_image(
 
     _refuse_existing(outputs, overwrite)
     _check_runs(runs, outputs, training=model is None)
+    if membranes is not None:
+        if model is not None:
+            raise ValueError("a model file carries its own membrane filter; do not pass "
+                             "membranes with model.")
+        image = apply_membrane_filter(image, dict(membranes))
     if model is not None:
         from napari_kanezaki.workflows.stacks import predict_iter, run_to_end
 
@@ -114,6 +125,7 @@ def process_image(
     else:
         def train(run_seed: int) -> tuple[np.ndarray, Segmenter]:
             trained = Segmenter(config, device=device, seed=run_seed, precision=precision)
+            trained.membranes = None if membranes is None else dict(membranes)
             for state in trained.run(image, scribbles, channel_axis=channel_axis):
                 if progress is not None:
                     progress(state)
@@ -166,6 +178,7 @@ def process_stack(
     progress: Callable[[Any], None] | None = None,
     object_options: Mapping[str, Any] | None = None,
     runs: int = 1,
+    membranes: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Segment a stack, volume or large image with `stacks.segment_iter` and write its outputs.
 
@@ -202,6 +215,9 @@ def process_stack(
         With objects: this many trainings (seeds ``seed``, ``seed + 1``, ...), the objects
         of their majority vote (`consensus_objects`); labels, overlay and model are the
         first run's. The further runs' labels are held in memory.
+    membranes : mapping, optional
+        Train on the membrane response of the image (read whole; an
+        `imaging.membranes.membrane_filter` record); the model file carries it.
 
     Returns
     -------
@@ -232,6 +248,8 @@ def process_stack(
         raise ValueError("objects are written as a TIFF beside TIFF labels, not with a zarr "
                          "store; drop --zarr (zarr=False) or --objects.")
     _check_runs(runs, outputs, training=True)
+    if membranes is not None:
+        image = apply_membrane_filter(image, dict(membranes))
     source = ImageSource(image, channel_axis=channel_axis)
     check_stack_mode(source, stack_mode)
     check_stack_preprocessing(config)
@@ -280,6 +298,7 @@ def process_stack(
         segmenter = result.segmenter
         if outputs.model is not None and segmenter is not None:
             segmenter.config = config  # what a later `predict` must apply to its inputs
+            segmenter.membranes = None if membranes is None else dict(membranes)
             temporary.append((segmenter.save(partial_path(outputs.model), overwrite=True),
                               outputs.model))
         middle = tuple(n // 2 for n in source.spatial_shape[:-2])

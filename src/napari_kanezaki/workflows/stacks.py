@@ -251,7 +251,9 @@ def predict_iter(
     layer over the whole image are accumulated tile by tile (`fix_batchnorm_statistics`)
     and the image is predicted in tiles read with a margin of ``n_conv`` pixels (the
     receptive field), so the labels equal those of the whole prediction up to float
-    rounding; dask and zarr data are then only read region by region. The configuration's
+    rounding; dask and zarr data are then only read region by region (not with a model
+    trained on the membrane response, `Segmenter.membranes`: its filter is applied to the
+    whole image first, as at training). The configuration's
     preprocessing (``median_blur``, ``resize_multiple``, ``clahe``, ``crop_bottom``) works
     on the whole image: with it on, the normalised image is held in memory, the network's
     working set is still tiled, and the labels are mapped back to the image's shape.
@@ -295,6 +297,15 @@ def predict_iter(
     """
     if segmenter.model is None:
         raise RuntimeError("no trained model: call run(), fit() or Segmenter.load() first.")
+    if segmenter.membranes is not None:  # trained on the membrane response: the same here
+        from napari_kanezaki.imaging.membranes import apply_membrane_filter
+
+        if rgb or channel_axis is not None:
+            raise ImageError(
+                "this model was trained on the membrane response of grey images "
+                "(--enhance-membranes); give a grey image of the membrane stain."
+            )
+        image = apply_membrane_filter(image, segmenter.membranes)
     source = _source_of(image, channel_axis, rgb)
     check_stack_mode(source, None)
     stop = stop if stop is not None else _NeverStop()
