@@ -179,3 +179,14 @@ def test_memory_budget_units(text, value):
 def test_memory_budget_nonsense_is_refused(text):
     with pytest.raises(argparse.ArgumentTypeError, match="memory"):
         parse_bytes(text)
+
+
+def test_zarr_output_of_a_reshaping_preprocessing_is_mapped_back(files, tmp_path):
+    root, _, truth = files
+    args = ["segment", str(root / "vol.tif"), "--stack-mode", "3d", "--resize-multiple", "16",
+            *TINY]
+    assert main([*args, "--zarr", "-o", str(tmp_path / "z")]) == 0
+    assert main([*args, "-o", str(tmp_path / "t")]) == 0
+    labels = zarr.open_array(str(tmp_path / "z" / "vol_labels.zarr"), mode="r")
+    assert labels.shape == truth.shape  # 24 -> 16 for the network, back to 24
+    np.testing.assert_array_equal(labels[:], tifffile.imread(tmp_path / "t" / "vol_labels.tif"))

@@ -284,6 +284,10 @@ def process_stack(
         if reshaped:
             assert geometry is not None
             labels = restore_planes(labels, geometry)
+            if to_zarr:
+                store = create_output(labels.shape, tmp_labels, chunks=plane_chunks(labels.shape),
+                                      overwrite=True)
+                store[...] = labels
         every_run = [labels]
         for k in range(1, runs):  # further runs for the objects' vote: labels in memory
             extra = run_to_end(segment_iter(
@@ -291,10 +295,6 @@ def process_stack(
                 spacing=spacing, seed=seed + k, device=device, precision=precision,
                 memory_budget=memory_budget, tile_shape=tile_shape), progress).labels
             every_run.append(restore_planes(extra, geometry) if reshaped else extra)
-            if to_zarr:
-                store = create_output(labels.shape, tmp_labels, chunks=plane_chunks(labels.shape),
-                                      overwrite=True)
-                store[...] = labels
         segmenter = result.segmenter
         if outputs.model is not None and segmenter is not None:
             segmenter.config = config  # what a later `predict` must apply to its inputs
