@@ -295,3 +295,36 @@ def test_batch_widget_offers_no_runs(viewer):
     batch = BatchWidget(viewer)
     batch.objects.enabled_box.value = True
     assert batch.objects.runs.native.isHidden() and batch.objects.n_runs == 1
+
+
+def test_with_consensus_progress_over_all_runs_and_a_stop():
+    import threading
+
+    from napari_kanezaki.plugin.jobs import JobResult, Update
+    from napari_kanezaki.plugin.segment_widget import with_consensus
+
+    outputs = [cells_between_membranes(), cells_between_membranes(gap=True),
+               cells_between_membranes(membrane=5)]
+
+    def fake(labels, stop_after=False):
+        def job(stop):
+            for step in (1, 2):
+                yield Update(step, 2, "training", "cells", labels if step == 2 else None)
+            if stop_after:
+                stop.set()
+            return JobResult(None, stop.is_set())
+        return job
+
+    target = (("cells", "objects"), {"background": "membranes", "split_touching": False})
+    updates = list(with_consensus([fake(o) for o in outputs], "cells", target,
+                                  threading.Event()))
+    steps = [u.step for u in updates]
+    assert steps == sorted(steps) and updates[-1].step == updates[-1].total == 6
+    assert updates[-1].key == ("cells", "objects") and updates[-1].labels.max() == 4
+    assert "vote of 3 runs" in updates[-1].text
+    np.testing.assert_array_equal(updates[-2].labels, outputs[0])  # first run shown last
+    # stopped during the second run: the vote of the runs done, named as such
+    stop = threading.Event()
+    jobs = [fake(outputs[1]), fake(outputs[0], stop_after=True), fake(outputs[2])]
+    updates = list(with_consensus(jobs, "cells", target, stop))
+    assert "vote of 2 of 3 runs" in updates[-1].text

@@ -615,7 +615,15 @@ def with_consensus(
                 generator.close()
         return run
 
-    result = yield from in_turn([recording(job) for job in jobs], stop)
+    progress = Update(0, 0, "")  # the last update over all runs (step and total)
+    turns = in_turn([recording(job) for job in jobs], stop)
+    while True:
+        try:
+            progress = next(turns)
+        except StopIteration as done:
+            result = done.value
+            break
+        yield progress
     if not finals or getattr(stop, "abandoned", False):
         return result
     objects_key, options = target
@@ -623,13 +631,12 @@ def with_consensus(
         options = {**options, "image": options["image"]()}
     from napari_kanezaki.imaging.objects import consensus_objects
 
-    last = finals[-1]
-    yield Update(last.step, last.total, f"{key}: the first run's labels", key,
-                 finals[0].labels)
+    step, total = progress.step, progress.total
+    yield Update(step, total, f"{key}: the first run's labels", key, finals[0].labels)
     found = consensus_objects([np.asarray(f.labels) for f in finals], **options)
     runs = f"{len(finals)} of {len(jobs)} runs" if len(finals) < len(jobs) else (
         f"{len(finals)} runs")
-    yield Update(last.step, last.total, f"{key}: {int(found.max())} objects, vote of {runs}",
+    yield Update(step, total, f"{key}: {int(found.max())} objects, vote of {runs}",
                  objects_key, found)
     return result
 
