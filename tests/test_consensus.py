@@ -289,12 +289,35 @@ def test_widget_votes_over_runs_and_shows_the_first_runs_labels(widget, viewer, 
     np.testing.assert_array_equal(image.data, data)
 
 
-def test_batch_widget_offers_no_runs(viewer):
+def test_batch_widget_votes_per_layer_in_the_fresh_model_mode(viewer, qtbot, seeds_trained):
+    from widget_helpers import fast_settings
+
     from napari_kanezaki.plugin.batch_widget import BatchWidget
 
     batch = BatchWidget(viewer)
+    images = {"a": membrane_image(), "b": membrane_image()[::-1].copy()}
+    layers = [viewer.add_image(data, name=name) for name, data in images.items()]
+    fast_settings(batch.params, FAST_ST, "st", plateau_iter=0)
+    batch.params.precision.value = "fp32"
     batch.objects.enabled_box.value = True
-    assert batch.objects.runs.native.isHidden() and batch.objects.n_runs == 1
+    assert not batch.objects.runs.native.isHidden()
+    batch.objects.background.value = "bright"
+    batch.objects.runs.value = 2
+    batch.segment(layers)
+    qtbot.waitUntil(lambda: not batch.controls.running, timeout=120_000)
+    first = int(batch.params.runtime()["seed"])
+    assert seeds_trained == [first, first + 1] * 2
+    seeds_trained.clear()
+    for name, data in images.items():
+        expected = segment(data, "st", seed=first, objects=True, runs=2, n_channels=8,
+                           max_iter=4, plateau_iter=0, device="cpu", precision="fp32",
+                           object_options={"background": "bright"})
+        np.testing.assert_array_equal(viewer.layers[f"{name} objects"].data, expected)
+    # one shared or saved model has nothing to vote over: refused before any work
+    seeds_trained.clear()
+    with pytest.raises(ValueError, match="a fresh model per layer"):
+        batch.segment(layers, mode="reference", references=layers[:1])
+    assert not seeds_trained
 
 
 def test_with_consensus_progress_over_all_runs_and_a_stop():

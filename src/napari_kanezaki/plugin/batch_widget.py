@@ -8,7 +8,9 @@ Three modes, each a job of `_jobs`:
 - ``"saved"``: a model file written by `Segmenter.save` applied to every selected layer.
 
 With "objects" checked (any mode), each layer also gets ``"<image> objects"``, the objects of
-its final labels (`segment_widget.with_objects`).
+its final labels (`segment_widget.with_objects`); in the ``"each"`` mode with *runs (vote)*
+above 1, every layer is trained that many times with consecutive seeds and its objects are
+their majority vote (`segment_widget.with_consensus`).
 
 The dock offers the 2-D Image layers (grey or RGB) and starts with all of them selected (new
 ones join the selection until the user changes it); it shows only the settings of the chosen
@@ -47,7 +49,11 @@ from napari_kanezaki.plugin.runner import (
     spatial_ndim,
     with_scrolling_settings,
 )
-from napari_kanezaki.plugin.segment_widget import ObjectControls, with_objects
+from napari_kanezaki.plugin.segment_widget import (
+    ObjectControls,
+    with_consensus,
+    with_objects,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -96,7 +102,7 @@ class BatchWidget(Container):
             tooltip="Saved-model mode: a model file written by 'Save model…'",
         )
         self.params = ParameterPanel()
-        self.objects = ObjectControls()
+        self.objects = ObjectControls(with_runs=True)
         self.controls = RunControls(napari_viewer, self._on_run)
         # Settings scroll; the Run/Stop row stays visible on any screen height.
         self.settings = Container(
@@ -163,6 +169,13 @@ class BatchWidget(Container):
         """
         if not images:
             raise ImageError("select at least one Image layer to segment.")
+        wants_objects = self.objects.wanted if objects is None else objects
+        n_runs = self.objects.n_runs if wants_objects else 1
+        if n_runs > 1 and mode != "each":
+            raise ValueError(
+                f"runs (vote) = {n_runs} trains a model per run and layer: it needs the mode "
+                "'a fresh model per layer'; set runs to 1 for one shared or saved model."
+            )
         runtime = self.params.runtime()
         # A pyramid is read at its finest level whose labels fit the memory budget.
         sources = {layer.name: layer_input(layer) for layer in images}
@@ -171,13 +184,17 @@ class BatchWidget(Container):
         targets = {name: (source.data, source.rgb) for name, source in sources.items()}
         if mode == "each":
             # Each layer as the Python API would: in memory when it fits the budget,
-            # otherwise read lazily, trained on random crops and predicted in exact tiles.
+            # otherwise read lazily, trained on random crops and predicted in exact tiles;
+            # with runs > 1, one job per seed (the vote's runs, see `with_consensus`).
             config = self.params.config()
             preview_every = self.params.preview_every.value
-            job = partial(in_turn, [
-                image_job(name, source, config, runtime, preview_every=preview_every)
+            first_seed = int(runtime.get("seed", 0))
+            per_layer = {
+                name: [image_job(name, source, config, {**runtime, "seed": first_seed + k},
+                                 preview_every=preview_every) for k in range(n_runs)]
                 for name, source in sources.items()
-            ])
+            }
+            job = partial(in_turn, [jobs[0] for jobs in per_layer.values()])
 
         elif mode == "reference":
             if not references:
@@ -201,7 +218,7 @@ class BatchWidget(Container):
                    for layer in images}
         inputs = {layer.name: layer for layer in images}
         labels = list(outputs.values())
-        if self.objects.wanted if objects is None else objects:
+        if wants_objects:
             targets_objects = {}
             for layer in images:
                 key = (layer.name, "objects")
@@ -214,7 +231,13 @@ class BatchWidget(Container):
                     options["image"] = partial(grey_image, source.data, rgb=source.rgb,
                                                channel_axis=source.channel_axis)
                 targets_objects[layer.name] = (key, options)
-            job = partial(with_objects, job, targets_objects)
+            if n_runs == 1:
+                job = partial(with_objects, job, targets_objects)
+            else:
+                job = partial(in_turn, [
+                    partial(with_consensus, per_layer[name], name, targets_objects[name])
+                    for name in per_layer
+                ])
         levels = [f"{name}: {source.note()}" for name, source in sources.items()
                   if source.note()]
         if levels:
