@@ -102,7 +102,7 @@ class BatchWidget(Container):
             tooltip="Saved-model mode: a model file written by 'Save model…'",
         )
         self.params = ParameterPanel()
-        self.objects = ObjectControls(with_runs=True)
+        self.objects = ObjectControls()
         self.controls = RunControls(napari_viewer, self._on_run)
         # Settings scroll; the Run/Stop row stays visible on any screen height.
         self.settings = Container(

@@ -83,7 +83,7 @@ BACKGROUND_CHOICES = [
 class ObjectControls(Container):
     """The "objects" checkbox and the options of `to_objects` (also used by the batch widget)."""
 
-    def __init__(self, with_runs: bool = False) -> None:
+    def __init__(self) -> None:
         self.enabled_box = CheckBox(
             name="objects",
             text="objects (cells, nuclei)",
@@ -123,14 +123,12 @@ class ObjectControls(Container):
         )
         self.runs = SpinBox(
             name="object_runs", label="runs (vote)", min=1, max=99, value=1,
-            visible=with_runs,
             tooltip="Train this many networks (seeds seed, seed+1, ...) and make the objects "
             "of their majority vote: background where most runs put their background "
             "classes. Outvotes a run whose membranes came out with gaps; takes that many "
             "times as long (confocal membranes: 3). The segmentation layer shows the runs in "
             "turn and ends with the first run's labels",
         )
-        self._with_runs = with_runs
         super().__init__(widgets=[self.enabled_box, self.min_size, self.background, self.fill,
                                   self.split, self.runs], labels=True)
         self.margins = (0, 0, 0, 0)
@@ -155,13 +153,12 @@ class ObjectControls(Container):
 
     @property
     def n_runs(self) -> int:
-        """Networks to train for the objects' vote (1 without objects or without the box)."""
-        return int(self.runs.value) if self.wanted and self._with_runs else 1
+        """Networks to train for the objects' vote (1 without objects)."""
+        return int(self.runs.value) if self.wanted else 1
 
     def _update_visibility(self, *_args) -> None:
-        for widget in (self.min_size, self.background, self.fill, self.split):
+        for widget in (self.min_size, self.background, self.fill, self.split, self.runs):
             widget.visible = self.wanted
-        self.runs.visible = self.wanted and self._with_runs
 
 
 class SegmentWidget(Container):
@@ -224,7 +221,7 @@ class SegmentWidget(Container):
             tooltip="Only for stacks and volumes: how planes are segmented",
         )
         self.params = ParameterPanel()
-        self.objects = ObjectControls(with_runs=True)
+        self.objects = ObjectControls()
         self.replace_previous = CheckBox(
             name="replace_previous", text="replace previous result", value=True,
             tooltip="Each run replaces the result layers of this dock's previous run; "
