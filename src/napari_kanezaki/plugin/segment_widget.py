@@ -589,38 +589,32 @@ def with_consensus(
     JobResult
         The last run's.
     """
-    from napari_kanezaki.plugin.jobs import in_turn
+    from napari_kanezaki.plugin.jobs import _relayed, in_turn
 
     finals: list[Update] = []
 
     def recording(job: Callable[[threading.Event], Job]) -> Callable[[threading.Event], Job]:
         def run(event: threading.Event) -> Job:
-            last = None
-            generator = job(event)
-            try:
-                while True:
-                    try:
-                        update = next(generator)
-                    except StopIteration as done:
-                        if last is not None:
-                            finals.append(last)
-                        return done.value
-                    if update.key == key and update.labels is not None:
-                        last = update
-                    yield update
-            finally:
-                generator.close()
+            last: list[Update] = []  # this run's latest labels of `key`
+
+            def seen(update: Update) -> Update:
+                if update.key == key and update.labels is not None:
+                    last[:] = [update]
+                return update
+
+            result = yield from _relayed(job(event), seen)
+            finals.extend(last)
+            return result
         return run
 
-    progress = Update(0, 0, "")  # the last update over all runs (step and total)
-    turns = in_turn([recording(job) for job in jobs], stop)
-    while True:
-        try:
-            progress = next(turns)
-        except StopIteration as done:
-            result = done.value
-            break
-        yield progress
+    latest = [Update(0, 0, "")]  # the last update over all runs (step and total)
+
+    def over_all(update: Update) -> Update:
+        latest[0] = update
+        return update
+
+    result = yield from _relayed(in_turn([recording(job) for job in jobs], stop), over_all)
+    progress = latest[0]
     if not finals or getattr(stop, "abandoned", False):
         return result
     objects_key, options = target
