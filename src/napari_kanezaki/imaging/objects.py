@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_MIN_DISTANCE",
     "DEFAULT_MIN_SIZE",
     "MEMBRANES",
+    "check_runs",
     "choose_background",
     "classes_by_intensity",
     "consensus_objects",
@@ -259,6 +260,38 @@ def consensus_objects(
     two_classes = np.where(2 * votes > len(arrays), 1, 2).astype(np.int32)
     two_classes[arrays[0] == 0] = 0
     return to_objects(two_classes, background=1, ndim=ndim, **options)
+
+
+def check_runs(runs: Any, objects: bool, per_class: bool = False) -> None:
+    """Check a number of runs for `consensus_objects` before any training.
+
+    Parameters
+    ----------
+    runs : int
+        Networks to train (``segment(runs=)``, ``--runs``); a positive integer.
+    objects : bool
+        Whether objects are made (more than one run is only for their vote).
+    per_class : bool
+        Whether objects per class are asked for (the vote keeps two classes only).
+
+    Raises
+    ------
+    ValueError
+        Naming the problem and the way out.
+    """
+    if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
+        raise ValueError(f"runs must be a positive integer, got {runs!r}.")
+    if runs > 1 and not objects:
+        raise ValueError(
+            f"runs={runs} combines the runs' objects by majority vote; ask for objects "
+            "(objects=True, --objects) when training (class labels of different runs are "
+            "not numbered alike and are not combined), or use one run."
+        )
+    if runs > 1 and per_class:
+        raise ValueError(
+            f"runs={runs} votes on background against foreground, so per_class is not "
+            "available with it; use one run for objects per class."
+        )
 
 
 def _check_ndim(ndim: int | None, shape: tuple[int, ...]) -> int:

@@ -116,7 +116,9 @@ def segment(
     >>> cells = segment(image, method="sp", objects=True, object_options={"min_size": 50})
     """
     object_options = _check_objects(objects, object_options, out)
-    _check_runs(runs, objects, object_options)
+    from napari_kanezaki.imaging.objects import check_runs
+
+    check_runs(runs, objects, bool(object_options.get("per_class")))
     first_seed = options.pop("seed", 0)
     labels = [
         _segment(image, method, scribbles, config, stack_mode=stack_mode, spacing=spacing,
@@ -141,22 +143,6 @@ def segment(
         ndim=ndim,
         **object_options,
     )
-
-
-def _check_runs(runs: Any, objects: bool, object_options: Mapping[str, Any]) -> None:
-    """`runs` must be a positive int, above 1 only with merged objects (before training)."""
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs must be a positive integer, got {runs!r}.")
-    if runs > 1 and not objects:
-        raise ValueError(
-            f"runs={runs} combines the runs' objects by majority vote; pass objects=True "
-            "(class labels of different runs are not numbered alike and are not combined)."
-        )
-    if runs > 1 and object_options.get("per_class"):
-        raise ValueError(
-            f"runs={runs} votes on background against foreground, so per_class is not "
-            "available with it; use runs=1 for objects per class."
-        )
 
 
 def _check_objects(

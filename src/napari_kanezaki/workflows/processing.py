@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_kanezaki.imaging.membranes import apply_membrane_filter
+from napari_kanezaki.imaging.objects import check_runs
 from napari_kanezaki.workflows.outputs import (
     OutputPaths,
     display_image,
@@ -108,7 +109,7 @@ def process_image(
     from napari_kanezaki.imaging.sources import grey_image
 
     _refuse_existing(outputs, overwrite)
-    _check_runs(runs, outputs, training=model is None)
+    check_runs(runs, outputs.objects is not None and model is None)
     if membranes is not None:
         if model is not None:
             raise ValueError("a model file carries its own membrane filter; do not pass "
@@ -247,7 +248,7 @@ def process_stack(
     if to_zarr and outputs.objects is not None:
         raise ValueError("objects are written as a TIFF beside TIFF labels, not with a zarr "
                          "store; drop --zarr (zarr=False) or --objects.")
-    _check_runs(runs, outputs, training=True)
+    check_runs(runs, outputs.objects is not None)
     if membranes is not None:
         image = apply_membrane_filter(image, dict(membranes))
     source = ImageSource(image, channel_axis=channel_axis)
@@ -349,17 +350,6 @@ def _refuse_existing(outputs: OutputPaths, overwrite: bool) -> None:
                 f"{', '.join(existing)} already exist(s); pass --overwrite (overwrite=True) "
                 "or choose another output folder."
             )
-
-
-def _check_runs(runs: int, outputs: OutputPaths, *, training: bool) -> None:
-    """More than one run only to train several networks for the objects' vote."""
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs must be a positive integer, got {runs!r}.")
-    if runs > 1 and (outputs.objects is None or not training):
-        raise ValueError(
-            f"{runs} runs are combined in the objects' majority vote only: ask for objects "
-            "(--objects) when training, or use one run."
-        )
 
 
 def _save_objects(
