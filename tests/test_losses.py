@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_kanezaki.core.losses import pixel_weights, self_training_loss
+from napari_kanezaki.core.losses import loss_and_gradient, pixel_weights, self_training_loss
 
 
 def published_st_loss(response, scribbles=None, w_sim=1.0, w_con=1.0, w_scr=0.5):
@@ -154,3 +154,24 @@ def test_gradient_scales_with_the_upstream_gradient():
     (first,) = torch.autograd.grad(loss, r, retain_graph=True)
     (second,) = torch.autograd.grad(loss, r)
     torch.testing.assert_close(first, second)
+
+
+@pytest.mark.parametrize("with_scribbles", [False, True])
+def test_loss_and_unscaled_gradient_equal_the_autograd_loss(with_scribbles):
+    # The training step back-propagates `grad` and scales the parameter gradients by
+    # `scale`: scale * grad must be the loss's gradient, the loss the same value.
+    gen = torch.Generator().manual_seed(3)
+    r = torch.randn(1, 5, 6, 8, generator=gen, dtype=torch.float64)
+    target = r.argmax(1)
+    weights = 0.7 / target.numel()
+    if with_scribbles:
+        scribbles = torch.full((1, 6, 8), -1, dtype=torch.long)
+        scribbles[0, 2, 1:5] = 3
+        weights = pixel_weights(scribbles, (1, 6, 8), 0.7, 0.4)
+    r_in = r.clone().requires_grad_()
+    expected = self_training_loss(r_in, target, weights, w_con=1.3)
+    expected.backward()
+    loss, grad, scale = loss_and_gradient(r, target, weights, w_con=1.3)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert scale == (1.0 if with_scribbles else pytest.approx(0.7 / 48))
+    torch.testing.assert_close(grad * scale, r_in.grad)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from napari_kanezaki.core.config import Config, ConfigError, SPConfig, STConfig
-from napari_kanezaki.core.losses import pixel_weights, self_training_loss
+from napari_kanezaki.core.losses import loss_and_gradient, pixel_weights
 from napari_kanezaki.core.superpixels import compute_superpixels, histogram, refine_by_superpixels
 from napari_kanezaki.imaging.images import ImageError, number_segments
 
@@ -210,8 +210,17 @@ def make_step(
             target = torch.where(scribbles >= 0, scribbles, channels)
         else:
             target = channels
-        loss = self_training_loss(response, target, weights, w_con, continuity_weights)
-        loss.backward()
+        loss, grad, scale = loss_and_gradient(
+            response, target, weights, w_con, continuity_weights
+        )
+        # Back-propagate the unscaled gradient (no pass over the response to scale it),
+        # then scale the parameters' gradients: the backward pass is linear in it.
+        response.backward(grad)
+        if scale != 1.0:
+            for group in optimizer.param_groups:
+                for parameter in group["params"]:
+                    if parameter.grad is not None:
+                        parameter.grad.mul_(scale)
         optimizer.step()
         counts = histogram(channels, n_channels)
         return loss.detach(), channels, counts.count_nonzero()
