@@ -134,7 +134,11 @@ def block_weight_gradient(
     n, c_in, height, width = x.shape
     c_out = grad_out.shape[1]
     features = 9 * c_in
-    padded = x.new_zeros(n, height + 2, width + 2, c_in)
+    # Zero-padded channels-last copy; only the one-pixel border is zeroed (zeroing the
+    # whole buffer first cost a pass of its own, ~6 ms of a 321x481 step).
+    padded = x.new_empty(n, height + 2, width + 2, c_in)
+    for edge in (padded[:, 0], padded[:, -1], padded[:, :, 0], padded[:, :, -1]):
+        edge.zero_()
     padded[:, 1:-1, 1:-1] = x.permute(0, 2, 3, 1)
     grads = grad_out.permute(0, 2, 3, 1)  # (N, H, W, C_out), contiguous
     rows = max(1, min(height, BLOCK_PIXELS // width))
