@@ -144,7 +144,7 @@ def _runtime(args: argparse.Namespace, command: str, images: list[Path]) -> dict
               "precision": args.precision, "channel_axis": args.channel_axis,
               "inputs": [str(p) for p in images]}
     for key in ("stack_mode", "spacing", "memory_budget", "tile_shape", "zarr", "objects",
-                "background", "min_object_size", "fill", "split_touching", "runs",
+                "background", "min_object_size", "fill", "split_touching", "split_seeds", "runs",
                 "membranes", "ridge_sigma"):
         if hasattr(args, key):
             record[key] = getattr(args, key)

@@ -24,7 +24,7 @@ from napari_kanezaki.cli.parser import (
 )
 from napari_kanezaki.cli.records import _runtime, _summary, write_run_files
 from napari_kanezaki.imaging.membranes import DEFAULT_RIDGE_SIGMA
-from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE
+from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE, SPLIT_SEEDS
 
 __all__ = ["register", "run"]
 
@@ -78,6 +78,11 @@ def _object_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--no-split-touching", dest="split_touching", action="store_false",
                        help="keep touching objects of one connected region together (no "
                        "watershed split; EM slices)")
+    group.add_argument("--split-seeds", choices=SPLIT_SEEDS, default="distance",
+                       help="seeds of the split of touching objects: the maxima of the "
+                       "distance transform, or the darkest / brightest points of the image "
+                       "(smoothed): cell centres between bright / dark membranes "
+                       "(confocal membrane stain: dark; default: distance)"),
     group.add_argument("--runs", type=_positive_int, default=1, metavar="N",
                        help="train N networks (seeds --seed, --seed + 1, ...) and write the "
                        "objects of their majority vote: background where most runs put "
@@ -148,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
             tile_shape=None if args.tile_shape is None else tuple(args.tile_shape),
             zarr=args.zarr, objects=args.objects,
             background=background, min_object_size=args.min_object_size, fill=args.fill,
-            split_touching=args.split_touching, runs=args.runs, membranes=args.membranes,
+            split_touching=args.split_touching, split_seeds=args.split_seeds, runs=args.runs,
+            membranes=args.membranes,
             ridge_sigma=args.ridge_sigma)
         for img in images
     ]
@@ -167,9 +173,13 @@ def _check_object_options(args: argparse.Namespace) -> tuple[int, ...] | str | N
         raise CLIError("--objects writes a TIFF beside TIFF labels; drop --zarr or --objects.")
     if not args.objects and (args.background is not None
                              or args.min_object_size != DEFAULT_MIN_SIZE
-                             or args.fill != 0 or not args.split_touching or args.runs != 1):
-        raise CLIError("--background, --min-object-size, --fill, --no-split-touching and "
-                       "--runs need --objects.")
+                             or args.fill != 0 or not args.split_touching or args.runs != 1
+                             or args.split_seeds != "distance"):
+        raise CLIError("--background, --min-object-size, --fill, --no-split-touching, "
+                       "--split-seeds and --runs need --objects.")
+    if args.split_seeds != "distance" and not args.split_touching:
+        raise CLIError(f"--split-seeds {args.split_seeds} places the seeds of the split of "
+                       "touching objects; drop --no-split-touching or --split-seeds.")
     if args.membranes is not None and args.channel_axis is not None:
         raise CLIError("--enhance-membranes takes grey images; drop --channel-axis (or "
                        "write the membrane channel alone to a file and segment that).")

@@ -24,7 +24,11 @@ counts and measures objects. `to_objects` turns a class label image into instanc
    transform (the distance to the region's edge, small holes ignored): the seeds are its
    maxima that rise at least `SEED_DEPTH` (one pixel) above the pass to a higher one
    (h-maxima: a plateau or a ridge is one seed, a wobble of a noisy edge none), at least
-   `min_distance` apart (of two closer ones the lower is dropped).
+   `min_distance` apart (of two closer ones the lower is dropped). With
+   ``split_seeds="dark"`` / ``"bright"`` the seeds are instead the darkest / brightest points
+   of the image (Gaussian of `IMAGE_SEED_SIGMA` pixels) at least `min_distance` apart:
+   cell centres between bright / dark membranes, one per cell even where the
+   foreground's membranes have gaps that the distance transform cannot see.
 4. Objects smaller than `min_size` pixels/voxels are removed.
 5. Optionally (``fill``) the background pixels near objects join the nearest object: for
    cells between membranes, the membrane class (the background) is shared out among the
@@ -51,7 +55,9 @@ __all__ = [
     "BY_INTENSITY",
     "DEFAULT_MIN_DISTANCE",
     "DEFAULT_MIN_SIZE",
+    "IMAGE_SEED_SIGMA",
     "MEMBRANES",
+    "SPLIT_SEEDS",
     "check_runs",
     "choose_background",
     "classes_by_intensity",
@@ -71,6 +77,19 @@ DEFAULT_MIN_DISTANCE = 5.0
 #: How far (in pixels of the finest axis) a maximum of the distance transform must rise
 #: above the pass to a higher one to seed an object of its own.
 SEED_DEPTH = 1.0
+
+#: How far a maximum of the smoothed image (scaled to 1..2) must rise above the pass to a
+#: higher one to be a seed with ``split_seeds="dark"`` or ``"bright"``: any true extremum.
+CENTRE_DEPTH = 1e-6
+
+#: Where the seeds of touching objects come from (see `to_objects`).
+SPLIT_SEEDS = ("distance", "dark", "bright")
+
+#: Gaussian sigma (pixels of the finest axis) of the image whose extrema seed objects with
+#: ``split_seeds="dark"`` or ``"bright"``. Measured on the shared confocal stack (3 runs voted,
+#: two triples of seeds): sigma 2 / 3 / 4 px gave mIoU 0.292 / 0.294 / 0.287 and ARI
+#: 0.72 / 0.71 / 0.70, against 0.283 / 0.688 with the distance transform's seeds.
+IMAGE_SEED_SIGMA = 3.0
 
 #: The `background` value that chooses the membrane class (see `membrane_class`).
 MEMBRANES = "membranes"
@@ -93,6 +112,7 @@ def to_objects(
     spacing: Sequence[float] | None = None,
     ndim: int | None = None,
     fill: float = 0.0,
+    split_seeds: str = "distance",
 ) -> np.ndarray:
     """Instance labels (objects) from a class label image.
 
@@ -110,7 +130,8 @@ def to_objects(
         Default: from `scribbles`, else the automatic rule (see `choose_background`).
     image : array_like, optional
         The image segmented, of `labels`' shape (or with a last axis of channels, averaged),
-        for ``background="bright"`` or ``"dark"``. Never modified.
+        for ``background="bright"`` or ``"dark"`` and for ``split_seeds="dark"`` or ``"bright"``.
+        Never modified.
     scribbles : array_like of int, optional
         Scribbles of `labels`' shape (0 = not painted). The class under most of the pixels
         painted with label 1 is the background ("paint the background with label 1").
@@ -127,6 +148,13 @@ def to_objects(
     split_touching : bool
         Split touching objects by a seeded watershed on the distance transform; False:
         objects are the connected components.
+    split_seeds : {"distance", "dark", "bright"}
+        Seeds of that split: the maxima of the distance transform (default), or the
+        darkest (``"dark"``: cells between bright membranes, e.g. a membrane stain) or
+        brightest (``"bright"``: cells between dark membranes) points of `image`, smoothed
+        by a Gaussian of `IMAGE_SEED_SIGMA` pixels, inside the foreground and at least
+        `min_distance` apart. The distance transform still draws the edges between the
+        pieces.
     min_distance : float
         Smallest distance between two seeds (object centres), in pixels of the finest
         axis: with `spacing` the distances are physical, divided by the smallest spacing, so
@@ -156,8 +184,8 @@ def to_objects(
     Raises
     ------
     ValueError
-        Labels that are not integers, `ndim` other than 2 or 3, or `spacing`, `scribbles`
-        or `min_distance` that do not fit.
+        Labels that are not integers, `ndim` other than 2 or 3, or `spacing`, `scribbles`,
+        `min_distance`, `split_seeds` or `image` that do not fit.
 
     Examples
     --------
@@ -177,6 +205,7 @@ def to_objects(
         raise ValueError(f"min_distance must be positive, got {min_distance}.")
     if not fill >= 0:
         raise ValueError(f"fill must be 0 (off), a positive distance or inf, got {fill}.")
+    centres = _seed_image(split_seeds, image, array.shape, ndim, scale) if split_touching else None
     marks = _scribble_marks(scribbles, background, array.shape)
     choose = _background_rule(background, image, marks, array.shape)
     out = np.zeros(array.shape, np.int32)
@@ -184,7 +213,8 @@ def to_objects(
     for lead in np.ndindex(*array.shape[: array.ndim - ndim]):
         block = array[lead]
         objects = _block_objects(block, choose(block, lead), per_class, min_size,
-                                 split_touching, scale, min_distance)
+                                 split_touching, scale, min_distance,
+                                 None if centres is None else centres[lead])
         if fill > 0:
             objects = _fill(objects, block != 0, fill, scale)
         n = int(objects.max(initial=0))
@@ -222,8 +252,8 @@ def consensus_objects(
         As in `to_objects`: trailing axes that form one image; the vote is per pixel.
     **options
         Further keyword arguments of `to_objects` (``min_size``, ``split_touching``,
-        ``min_distance``, ``spacing``, ``fill``); not ``per_class`` (the vote keeps two
-        classes only).
+        ``split_seeds``, ``min_distance``, ``spacing``, ``fill``; seeds from the image use
+        `image`); not ``per_class`` (the vote keeps two classes only).
 
     Returns
     -------
@@ -259,6 +289,8 @@ def consensus_objects(
     # 1 = background by majority, 2 = foreground; 0 where the first run left pixels out.
     two_classes = np.where(2 * votes > len(arrays), 1, 2).astype(np.int32)
     two_classes[arrays[0] == 0] = 0
+    if options.get("split_seeds", "distance") != "distance":
+        options["image"] = image
     return to_objects(two_classes, background=1, ndim=ndim, **options)
 
 
@@ -328,7 +360,7 @@ def _background_rule(
             f"background must be class id(s), {MEMBRANES!r}, 'bright' or 'dark', got "
             f"{background!r}."
         )
-    intensity = _intensity(image, shape) if needs_image(background) else None
+    intensity = _intensity(image, shape) if needs_image({"background": background}) else None
     explicit = (None if background is None or named
                 else [int(i) for i in np.atleast_1d(background)])
 
@@ -344,9 +376,17 @@ def _background_rule(
     return choose
 
 
-def needs_image(background: object) -> bool:
-    """Whether `to_objects` needs the image for this `background` ("bright" or "dark")."""
-    return isinstance(background, str) and background in BY_INTENSITY
+def needs_image(options: dict[str, Any]) -> bool:
+    """Whether `to_objects` with these keyword arguments needs the image.
+
+    It does for ``background="bright"`` or ``"dark"`` and for seeds from the image
+    (``split_seeds="dark"`` or ``"bright"``, with the split on).
+    """
+    background = options.get("background")
+    return (isinstance(background, str) and background in BY_INTENSITY) or (
+        options.get("split_touching", True)
+        and options.get("split_seeds", "distance") != "distance"
+    )
 
 
 def membrane_class(labels: np.ndarray) -> int:
@@ -476,6 +516,33 @@ def _intensity(image: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     return values
 
 
+def _seed_image(split_seeds: str, image: np.ndarray | None, shape: tuple[int, ...], ndim: int,
+                scale: np.ndarray) -> np.ndarray | None:
+    """The image whose maxima seed the split, in 1..2 (None: the distance's maxima)."""
+    if split_seeds not in SPLIT_SEEDS:
+        raise ValueError(f"split_seeds must be one of {', '.join(SPLIT_SEEDS)}; "
+                         f"got {split_seeds!r}.")
+    if split_seeds == "distance":
+        return None
+    if image is None:
+        raise ValueError(
+            f"split_seeds={split_seeds!r} places the seeds at the image's {split_seeds}est "
+            "points: pass the image segmented as image=, or use split_seeds='distance'."
+        )
+    from scipy import ndimage as ndi
+
+    values = _intensity(image, shape).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("image has NaN or infinite values; seeds from the image need "
+                         "finite values (replace them, or use split_seeds='distance').")
+    sigma = (0.0,) * (len(shape) - ndim) + tuple(IMAGE_SEED_SIGMA / scale)
+    smooth = ndi.gaussian_filter(values, sigma)
+    if split_seeds == "dark":
+        smooth = -smooth
+    low, high = smooth.min(), smooth.max()
+    return 1.0 + (smooth - low) / (high - low if high > low else 1.0)
+
+
 def _relative_spacing(spacing: Sequence[float] | None, ndim: int) -> np.ndarray:
     """Spacing divided by its smallest entry (ones without spacing)."""
     if spacing is None:
@@ -509,8 +576,12 @@ def _block_objects(
     split_touching: bool,
     scale: np.ndarray,
     min_distance: float,
+    centres: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Objects of one 2-D or 3-D image, numbered 1..N in raster order."""
+    """Objects of one 2-D or 3-D image, numbered 1..N in raster order.
+
+    `centres`: where given, the split's seeds are its maxima instead of the distance's.
+    """
     from scipy import ndimage as ndi
 
     classes = np.unique(labels)
@@ -532,7 +603,8 @@ def _block_objects(
             for s, n in zip(box, labels.shape, strict=True)
         )
         mask = dense[region] == value
-        pieces = _split(mask, min_size, split_touching, scale, min_distance)
+        pieces = _split(mask, min_size, split_touching, scale, min_distance,
+                        None if centres is None else centres[region])
         inside = pieces > 0
         out[region][inside] = pieces[inside] + offset
         offset += int(pieces.max(initial=0))
@@ -545,8 +617,12 @@ def _split(
     split_touching: bool,
     scale: np.ndarray,
     min_distance: float,
+    centres: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The objects of one foreground mask: its components, split at their necks."""
+    """The objects of one foreground mask: its components, split at their necks.
+
+    Seeds: the distance transform's maxima, or those of `centres` (at least 1 inside).
+    """
     from scipy import ndimage as ndi
 
     components, n = ndi.label(mask)
@@ -560,7 +636,10 @@ def _split(
     small = np.bincount(holes.ravel(), minlength=n_holes + 1) < max(min_size, 1)
     small[0] = False
     distance = ndi.distance_transform_edt(mask | small[holes], sampling=scale)
-    seeds = _seeds(distance, components, scale, min_distance)
+    if centres is None:
+        seeds = _seeds(distance, components, scale, min_distance)
+    else:
+        seeds = _seeds(centres, components, scale, min_distance, CENTRE_DEPTH)
     pieces = watershed(-distance, seeds, mask=mask)
     # A component without a seed (none found in it) stays one object.
     missing = mask & (pieces == 0)
@@ -574,14 +653,15 @@ def _seeds(
     components: np.ndarray,
     scale: np.ndarray,
     min_distance: float,
+    depth: float = SEED_DEPTH,
 ) -> np.ndarray:
     """Watershed markers 1..S: the maxima of the distance, at least `min_distance` apart.
 
-    Candidates are the maxima that rise at least `SEED_DEPTH` above the pass to a higher
+    Candidates are the maxima that rise at least `depth` above the pass to a higher
     one (`h_maxima`, ties broken in raster order): a plateau or ridge is one candidate, a
-    wobble of a noisy edge none. Then, highest first (ties: raster order), a candidate
-    closer than `min_distance` (physical, in finest-axis pixels) to a kept one of its
-    component is dropped.
+    wobble of a noisy edge none. `distance` is positive inside the components. Then,
+    highest first (ties: raster order), a candidate closer than `min_distance` (physical,
+    in finest-axis pixels) to a kept one of its component is dropped.
     """
     from scipy import ndimage as ndi
     from scipy.spatial import cKDTree
@@ -591,7 +671,7 @@ def _seeds(
     # equal maxima joined by a high pass only one is a maximum of its own.
     ramp = np.arange(distance.size, dtype=float).reshape(distance.shape) * (1e-6 / distance.size)
     ranked = np.where(components > 0, distance + ramp, 0.0)
-    tops, n = ndi.label(h_maxima(ranked, SEED_DEPTH).astype(bool) & (components > 0),
+    tops, n = ndi.label(h_maxima(ranked, depth).astype(bool) & (components > 0),
                         structure=np.ones((3,) * distance.ndim, bool))
     if n == 0:
         return tops

@@ -227,7 +227,7 @@ class BatchWidget(Container):
                                                 source=source)
                 inputs[key] = layer
                 options = {**self.objects.options(), "spacing": source.scale, "ndim": 2}
-                if needs_image(options.get("background")):  # read in the worker, at the end
+                if needs_image(options):  # read in the worker, at the end
                     options["image"] = partial(grey_image, source.data, rgb=source.rgb,
                                                channel_axis=source.channel_axis)
                 targets_objects[layer.name] = (key, options)

@@ -33,7 +33,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 
 from napari_kanezaki.imaging.images import ImageError
-from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE, needs_image
+from napari_kanezaki.imaging.objects import DEFAULT_MIN_SIZE, SPLIT_SEEDS, needs_image
 from napari_kanezaki.imaging.sources import grey_image
 from napari_kanezaki.plugin.jobs import Job, Update, segment_stack
 from napari_kanezaki.plugin.notify import notify_info, report_errors
@@ -121,6 +121,13 @@ class ObjectControls(Container):
             tooltip="Split touching objects of one connected region by a watershed on the "
             "distance transform (off for EM slices, where membranes already part the cells)",
         )
+        self.seeds = ComboBox(
+            name="split_seeds", label="split seeds", choices=SPLIT_SEEDS, value="distance",
+            tooltip="Seeds of the split: distance (the centres of the regions' bulges), "
+            "dark (the image's darkest points: cells between bright membranes, e.g. a "
+            "confocal membrane stain) or bright (its brightest points: cells between dark "
+            "membranes)",
+        )
         self.runs = SpinBox(
             name="object_runs", label="runs (vote)", min=1, max=99, value=1,
             tooltip="Train this many networks (seeds seed, seed+1, ...) and make the objects "
@@ -130,7 +137,7 @@ class ObjectControls(Container):
             "turn and ends with the first run's labels",
         )
         super().__init__(widgets=[self.enabled_box, self.min_size, self.background, self.fill,
-                                  self.split, self.runs], labels=True)
+                                  self.split, self.seeds, self.runs], labels=True)
         self.margins = (0, 0, 0, 0)
         self.enabled_box.changed.connect(self._update_visibility)
         self._update_visibility()
@@ -149,6 +156,8 @@ class ObjectControls(Container):
             options["fill"] = float(self.fill.value)
         if not self.split.value:
             options["split_touching"] = False
+        elif self.seeds.value != "distance":
+            options["split_seeds"] = self.seeds.value
         return options
 
     @property
@@ -157,7 +166,8 @@ class ObjectControls(Container):
         return int(self.runs.value) if self.wanted else 1
 
     def _update_visibility(self, *_args) -> None:
-        for widget in (self.min_size, self.background, self.fill, self.split, self.runs):
+        for widget in (self.min_size, self.background, self.fill, self.split, self.seeds,
+                       self.runs):
             widget.visible = self.wanted
 
 
@@ -459,7 +469,7 @@ class SegmentWidget(Container):
                 "spacing": spacing,
                 "ndim": object_ndim,
             }
-            if needs_image(options.get("background")):  # read in the worker, at the end
+            if needs_image(options):  # read in the worker, at the end
                 options["image"] = (
                     partial(grey_image, source.data, rgb=source.rgb,
                             channel_axis=source.channel_axis) if source is not None

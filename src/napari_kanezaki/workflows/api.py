@@ -15,8 +15,8 @@ __all__ = ["segment"]
 _RUNTIME_OPTIONS = ("seed", "device", "precision", "channel_axis")
 
 #: Keys of `segment`'s ``object_options`` (keyword arguments of `imaging.objects.to_objects`).
-OBJECT_OPTIONS = ("background", "per_class", "min_size", "split_touching", "min_distance",
-                  "fill")
+OBJECT_OPTIONS = ("background", "per_class", "min_size", "split_touching", "split_seeds",
+                  "min_distance", "fill")
 
 
 def segment(
@@ -133,7 +133,7 @@ def segment(
 
     ndim = 3 if stack_mode == "3d" else 2
     grey = None
-    if needs_image(object_options.get("background")):
+    if needs_image(object_options):
         grey = grey_image(image, channel_axis=options.get("channel_axis"), rgb=rgb)
     return (to_objects if runs == 1 else consensus_objects)(
         labels[0] if runs == 1 else labels,

@@ -89,6 +89,9 @@ class Job:
         Background pixels within this distance of an object join it (``inf``: all).
     split_touching : bool
         Split touching objects of one connected region by a watershed.
+    split_seeds : {"distance", "dark", "bright"}
+        Seeds of that split: the distance transform's maxima, or the image's darkest /
+        brightest points (cell centres between bright / dark membranes), see `to_objects`.
     runs : int
         With `objects`: train this many networks (seeds ``seed``, ``seed + 1``, ...) and
         write the objects of their majority vote (`consensus_objects`); labels, overlay
@@ -126,6 +129,7 @@ class Job:
     min_object_size: int = DEFAULT_MIN_SIZE
     fill: float = 0.0
     split_touching: bool = True
+    split_seeds: str = "distance"
     runs: int = 1
     membranes: str | None = None
     ridge_sigma: float = DEFAULT_RIDGE_SIGMA
@@ -167,6 +171,8 @@ class Job:
             options["fill"] = self.fill
         if not self.split_touching:
             options["split_touching"] = False
+        if self.split_seeds != "distance":
+            options["split_seeds"] = self.split_seeds
         return options
 
 

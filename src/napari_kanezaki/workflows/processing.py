@@ -372,7 +372,7 @@ def _save_objects(
     options = dict(options or {})
     objects = (to_objects if len(runs) == 1 else consensus_objects)(
         runs[0] if len(runs) == 1 else runs,
-        image=read_image() if needs_image(options.get("background")) else None,
+        image=read_image() if needs_image(options) else None,
         scribbles=scribbles,
         spacing=None if spacing is None else tuple(spacing)[-ndim:],
         ndim=ndim,
