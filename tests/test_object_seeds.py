@@ -70,6 +70,8 @@ def test_image_seeds_refusals_name_the_problem():
         to_objects(classes, background=2, split_seeds="dark")
     with pytest.raises(ValueError, match="split_seeds must be one of distance, dark, bright"):
         to_objects(classes, background=2, split_seeds="darkest", image=image)
+    with pytest.raises(ValueError, match="split_seeds must be one of"):  # even without split
+        to_objects(classes, background=2, split_seeds="Dark", split_touching=False)
     bad = image.copy()
     bad[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):

@@ -203,9 +203,13 @@ def to_objects(
     scale = _relative_spacing(spacing, ndim)
     if not min_distance > 0:
         raise ValueError(f"min_distance must be positive, got {min_distance}.")
+    if split_seeds not in SPLIT_SEEDS:
+        raise ValueError(f"split_seeds must be one of {', '.join(SPLIT_SEEDS)}; "
+                         f"got {split_seeds!r}.")
     if not fill >= 0:
         raise ValueError(f"fill must be 0 (off), a positive distance or inf, got {fill}.")
-    centres = _seed_image(split_seeds, image, array.shape, ndim, scale) if split_touching else None
+    centres = _seed_image(split_seeds if split_touching else "distance", image, array.shape,
+                          ndim, scale)
     marks = _scribble_marks(scribbles, background, array.shape)
     choose = _background_rule(background, image, marks, array.shape)
     out = np.zeros(array.shape, np.int32)
@@ -519,9 +523,6 @@ def _intensity(image: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
 def _seed_image(split_seeds: str, image: np.ndarray | None, shape: tuple[int, ...], ndim: int,
                 scale: np.ndarray) -> np.ndarray | None:
     """The image whose maxima seed the split, in 1..2 (None: the distance's maxima)."""
-    if split_seeds not in SPLIT_SEEDS:
-        raise ValueError(f"split_seeds must be one of {', '.join(SPLIT_SEEDS)}; "
-                         f"got {split_seeds!r}.")
     if split_seeds == "distance":
         return None
     if image is None:
