@@ -137,7 +137,7 @@ def test_widget_seeds_objects_from_the_layer(widget, viewer, qtbot):
     fast_settings(widget.params, {"n_channels": 8, "max_iter": 4, "min_labels": 1}, "st")
     widget.objects.enabled_box.value = True
     widget.objects.background.value = "bright"
-    widget.objects.seeds.value = "dark"
+    widget.objects.split_seeds.value = "dark"
     assert widget.objects.options()["split_seeds"] == "dark"
     widget.segment(layer)
     qtbot.waitUntil(lambda: not widget.controls.running, timeout=60_000)

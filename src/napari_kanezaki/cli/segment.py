@@ -82,7 +82,7 @@ def _object_options(p: argparse.ArgumentParser) -> None:
                        help="seeds of the split of touching objects: the maxima of the "
                        "distance transform, or the darkest / brightest points of the image "
                        "(smoothed): cell centres between bright / dark membranes "
-                       "(confocal membrane stain: dark; default: distance)"),
+                       "(confocal membrane stain: dark; default: distance)")
     group.add_argument("--runs", type=_positive_int, default=1, metavar="N",
                        help="train N networks (seeds --seed, --seed + 1, ...) and write the "
                        "objects of their majority vote: background where most runs put "

@@ -121,7 +121,7 @@ class ObjectControls(Container):
             tooltip="Split touching objects of one connected region by a watershed on the "
             "distance transform (off for EM slices, where membranes already part the cells)",
         )
-        self.seeds = ComboBox(
+        self.split_seeds = ComboBox(
             name="split_seeds", label="split seeds", choices=SPLIT_SEEDS, value="distance",
             tooltip="Seeds of the split: distance (the centres of the regions' bulges), "
             "dark (the image's darkest points: cells between bright membranes, e.g. a "
@@ -137,7 +137,7 @@ class ObjectControls(Container):
             "turn and ends with the first run's labels",
         )
         super().__init__(widgets=[self.enabled_box, self.min_size, self.background, self.fill,
-                                  self.split, self.seeds, self.runs], labels=True)
+                                  self.split, self.split_seeds, self.runs], labels=True)
         self.margins = (0, 0, 0, 0)
         self.enabled_box.changed.connect(self._update_visibility)
         self._update_visibility()
@@ -156,8 +156,8 @@ class ObjectControls(Container):
             options["fill"] = float(self.fill.value)
         if not self.split.value:
             options["split_touching"] = False
-        elif self.seeds.value != "distance":
-            options["split_seeds"] = self.seeds.value
+        elif self.split_seeds.value != "distance":
+            options["split_seeds"] = self.split_seeds.value
         return options
 
     @property
@@ -166,7 +166,7 @@ class ObjectControls(Container):
         return int(self.runs.value) if self.wanted else 1
 
     def _update_visibility(self, *_args) -> None:
-        for widget in (self.min_size, self.background, self.fill, self.split, self.seeds,
+        for widget in (self.min_size, self.background, self.fill, self.split, self.split_seeds,
                        self.runs):
             widget.visible = self.wanted
 
