@@ -149,3 +149,18 @@ def test_widget_seeds_objects_from_the_layer(widget, viewer, qtbot):
     # without the split, the seeds are not asked for
     widget.objects.split.value = False
     assert "split_seeds" not in widget.objects.options()
+    # the batch dock reads each layer for its seeds likewise
+    from napari_kanezaki.plugin.batch_widget import BatchWidget
+
+    batch = BatchWidget(viewer)
+    fast_settings(batch.params, {"n_channels": 8, "max_iter": 4, "min_labels": 1}, "st")
+    batch.objects.enabled_box.value = True
+    batch.objects.background.value = "bright"
+    batch.objects.split_seeds.value = "dark"
+    other = viewer.add_image(np.roll(image, 7, axis=1).astype(np.float32), name="more")
+    batch.segment([other])
+    qtbot.waitUntil(lambda: not batch.controls.running, timeout=60_000)
+    np.testing.assert_array_equal(
+        viewer.layers["more objects"].data,
+        to_objects(viewer.layers["more segmentation"].data, background="bright",
+                   split_seeds="dark", image=grey_image(other.data)))
