@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cli_helpers import exit_status
 
 from napari_kanezaki import consensus_objects, enhance_membranes, segment, to_objects
 from napari_kanezaki.workflows import api
@@ -208,17 +209,12 @@ def test_cli_refuses_runs_and_membrane_options_that_do_not_fit(tmp_path, capsys,
                                                                message):
     import tifffile
 
-    from napari_kanezaki.cli import main
-
     image = membrane_image()
     if "--channel-axis" in options:  # two channels, the first axis
         image = np.stack([image, image])
     tifffile.imwrite(tmp_path / "cells.tif", image, photometric="minisblack")
-    try:
-        status = main(["segment", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "x"),
-                       *TINY_ST, *options])
-    except SystemExit as exit_:  # refused by argparse itself
-        status = exit_.code
+    status = exit_status(["segment", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "x"),
+                          *TINY_ST, *options])
     assert status == 2 and not (tmp_path / "x").exists()
     assert message in capsys.readouterr().err
 

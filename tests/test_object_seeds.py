@@ -1,4 +1,4 @@
-"""Seeds of the split from the image (``split_seeds="dark"`` / ``"bright"``): one per cell centre."""
+"""Seeds of the split from the image (``split_seeds="dark"`` or ``"bright"``): cell centres."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from cli_helpers import exit_status
 from widget_helpers import fast_settings
 
 from napari_kanezaki import consensus_objects, segment, to_objects
@@ -121,11 +122,8 @@ def test_segment_and_cli_pass_the_image_for_its_seeds(tmp_path):
 def test_cli_refuses_seeds_that_do_not_fit(tmp_path, capsys, options, message):
     _, image = two_cells()
     tifffile.imwrite(tmp_path / "cells.tif", (image * 1000).astype(np.uint16))
-    try:
-        status = main(["segment", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "x"),
-                       *TINY_ST, *options])
-    except SystemExit as exit_:  # refused by argparse itself
-        status = exit_.code
+    status = exit_status(["segment", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "x"),
+                          *TINY_ST, *options])
     assert status == 2 and not (tmp_path / "x").exists()
     assert message in capsys.readouterr().err
 

@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from cli_helpers import exit_status
 from widget_helpers import fast_settings
 
 from napari_kanezaki import segment
@@ -254,10 +255,7 @@ def test_cli_objects_options_of_the_microscopy_workflow(tmp_path, capsys):
     # ids and the word do not mix; a negative fill and options without --objects are refused
     for bad in (["--objects", "--background", "membranes", "1"],
                 ["--objects", "--fill", "-1"], ["--fill", "2"], ["--no-split-touching"]):
-        try:
-            status = main(["segment", str(image), *bad, "-o", str(tmp_path / "x"), *TINY])
-        except SystemExit as exit_:  # refused by argparse itself
-            status = exit_.code
+        status = exit_status(["segment", str(image), *bad, "-o", str(tmp_path / "x"), *TINY])
         assert status == 2
         assert not (tmp_path / "x").exists()
     err = capsys.readouterr().err
