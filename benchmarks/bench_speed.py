@@ -35,7 +35,7 @@ import torch
 
 from napari_kanezaki import Segmenter, SPConfig, STConfig
 from napari_kanezaki.core.config import load_preset
-from napari_kanezaki.core.devices import resolve_device
+from napari_kanezaki.core.devices import resolve_device, resolve_precision
 
 from common import (
     add_run_arguments,
@@ -44,7 +44,7 @@ from common import (
     machine_info,
     synchronize,
 )
-from floor import estimate_floor
+from floor import MachineRates
 from published_baseline import run_published
 
 METHODS = ("sp", "st")
@@ -137,13 +137,13 @@ def time_to_result(
     synchronize(device)
     start = time.perf_counter()
     for state in segmenter.run(image):
-        pass
+        iterations, stop_reason = state.iteration, state.stop_reason
     labels = segmenter.predict(image)
     synchronize(device)
     return {
         "seconds": time.perf_counter() - start,
-        "iterations": state.iteration,
-        "stop_reason": state.stop_reason,
+        "iterations": iterations,
+        "stop_reason": stop_reason,
         "labels": labels,
     }
 
@@ -175,6 +175,7 @@ def benchmark(
     device: torch.device,
     seed: int,
     fp32: bool,
+    rates: MachineRates | None = None,
 ) -> list[dict[str, Any]]:
     """Time every variant of every method.
 
@@ -192,6 +193,9 @@ def benchmark(
         Seed of the initial weights.
     fp32 : bool
         Also time the project path with ``precision="fp32"``.
+    rates : MachineRates, optional
+        Probed again after each method's runs, so the floor's rates come from several
+        moments of the benchmark.
 
     Returns
     -------
@@ -221,6 +225,8 @@ def benchmark(
                 row[f"{name}_speedup"] = medians["baseline"] / value
         row["seconds"] = runs
         results.append(row)
+        if rates is not None:
+            rates.probe()
     return results
 
 
@@ -230,19 +236,23 @@ def add_floor_and_time_to_result(
     device: torch.device,
     seed: int,
     plateau_iter: int,
+    rates: MachineRates | None = None,
 ) -> None:
-    """Add the machine's floor and (when `plateau_iter` > 0) a timed complete run to rows."""
-    from napari_kanezaki.core.devices import resolve_precision
+    """Add the machine's floor and (when `plateau_iter` > 0) a timed complete run to rows.
 
-    dtype = resolve_precision("auto", device) or torch.float32
+    Every floor uses the best rates of all the probes of `rates` (one more is made here),
+    so a probe that fell in a slow minute of a shared machine cannot lower the ratio.
+    """
+    if rates is None:
+        rates = MachineRates(device, resolve_precision("auto", device) or torch.float32)
+    rates.probe()
     shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
     for row in results:
-        floor = estimate_floor(shape, 100, 2, row["method"], device, dtype)
+        floor = rates.floor(shape, 100, 2, row["method"])
         row["floor"] = floor
         row["floor_ms"] = floor["floor_ms"]
         channels = load_preset("interactive", row["method"]).n_channels
-        row["interactive_floor"] = estimate_floor(shape, channels, 2, row["method"], device,
-                                                  dtype)
+        row["interactive_floor"] = rates.floor(shape, channels, 2, row["method"])
         row["baseline_1000_s"] = row["baseline_ms"]  # 1000 iterations, in seconds
         row["default_1000_s"] = row["default_ms"]
         if plateau_iter:
@@ -250,9 +260,26 @@ def add_floor_and_time_to_result(
             row["plateau"] = {k: v for k, v in run.items() if k != "labels"}
 
 
+#: Best / worst rate over a run's probes above which the machine is called noisy.
+NOISY_SPREAD = 1.15
+
+
 def format_floor(results: Sequence[dict[str, Any]]) -> str:
     """Render the floor estimates and time-to-result as text."""
     lines = []
+    if results:
+        f = results[0]["floor"]
+        (m_lo, m_hi), (b_lo, b_hi) = f["matmul_tflops_range"], f["bandwidth_gbs_range"]
+        spread = max(m_hi / m_lo, b_hi / b_lo)
+        lines.append(
+            f"machine rates, best of {f['probes']} probes over the run: matmul {m_hi:.2f} "
+            f"TFLOP/s (worst probe {m_lo:.2f}), bandwidth {b_hi:.1f} GB/s (worst {b_lo:.1f})"
+        )
+        if spread > NOISY_SPREAD:
+            lines.append(
+                f"    note: the probes differ by {spread:.2f}x: the machine was busy during "
+                "the run, so the iteration times (and ratios) below may be inflated; rerun."
+            )
     for row in results:
         f = row["floor"]
         lines.append(
@@ -349,9 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_machine_info(info))
     print(f"image: {image_description}")
     print(f"{args.iters} iterations per run, median of the last {args.iters - args.warmup}\n")
-    results = benchmark(image, args.methods, args.iters, args.warmup, device, args.seed, args.fp32)
+    rates = MachineRates(device, resolve_precision("auto", device) or torch.float32)
+    rates.probe()
+    results = benchmark(image, args.methods, args.iters, args.warmup, device, args.seed, args.fp32,
+                        rates)
     print(format_table(results))
-    add_floor_and_time_to_result(results, image, device, args.seed, args.plateau_iter)
+    add_floor_and_time_to_result(results, image, device, args.seed, args.plateau_iter, rates)
     print()
     print(format_floor(results))
     if device.type == "cuda":

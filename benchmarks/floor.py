@@ -27,7 +27,9 @@ import torch
 
 from common import synchronize
 
-__all__ = ["iteration_cost", "measure_matmul_rate", "measure_bandwidth", "estimate_floor"]
+__all__ = [
+    "MachineRates", "estimate_floor", "iteration_cost", "measure_bandwidth", "measure_matmul_rate"
+]
 
 #: Full passes (reads + writes) over the C x H x W map outside the convolutions.
 PASSES_PER_BLOCK = 3 + 7  # ReLU+BN forward, ReLU+BN backward
@@ -92,11 +94,89 @@ def measure_bandwidth(device: torch.device, megabytes: int = 256) -> float:
     return 2.0 * src.numel() / _best_seconds(lambda: dst.copy_(src), device)
 
 
+class MachineRates:
+    """The machine's matmul rate and memory bandwidth, the best of every probe of a run.
+
+    A shared machine has slow minutes: a probe that falls in one measures a rate too low
+    and a floor too high, which flatters the ratio to it (a whole probe of 20 repeats once
+    measured half the usual matmul rate). The rates are a property of the machine, so a
+    benchmark probes at several moments of its run (`probe`) and every floor uses the best
+    rates seen; the spread of the probes is kept so a noisy run can say so.
+
+    Parameters
+    ----------
+    device : torch.device
+    dtype : torch.dtype
+        Of the matrix products probed (bfloat16 or float32).
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.matmul: list[float] = []
+        self.bandwidth: list[float] = []
+
+    def probe(self) -> None:
+        """Measure both rates now (each the best of `REPEATS` timings) and keep them."""
+        self.matmul.append(measure_matmul_rate(self.device, self.dtype))
+        self.bandwidth.append(measure_bandwidth(self.device))
+
+    def spread(self) -> float:
+        """Largest ratio best / worst over the probes of either rate (1.0: steady)."""
+        if not self.matmul:
+            return float("nan")
+        return max(max(v) / min(v) for v in (self.matmul, self.bandwidth))
+
+    def floor(
+        self, shape: tuple[int, int, int], n_channels: int, n_conv: int, method: str
+    ) -> dict[str, Any]:
+        """Floor of one iteration at the best rates probed so far (probing once if never).
+
+        Parameters
+        ----------
+        shape : (H, W, channels)
+            Image shape.
+        n_channels, n_conv : int
+            Network size.
+        method : {"sp", "st"}
+
+        Returns
+        -------
+        dict
+            ``gflop``, ``gbyte``, the best ``matmul_tflops`` and ``bandwidth_gbs`` with
+            their ranges over the probes, ``probes``, and ``floor_ms`` with its
+            ``compute_ms`` and ``memory_ms`` parts.
+        """
+        if not self.matmul:
+            self.probe()
+        height, width, in_channels = shape
+        element = torch.finfo(self.dtype).bits // 8
+        flops, nbytes = iteration_cost(
+            height, width, in_channels, n_channels, n_conv, method, element
+        )
+        rate, bandwidth = max(self.matmul), max(self.bandwidth)
+        compute_ms, memory_ms = 1e3 * flops / rate, 1e3 * nbytes / bandwidth
+        return {
+            "n_channels": n_channels,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "gflop": flops / 1e9,
+            "gbyte": nbytes / 1e9,
+            "matmul_tflops": rate / 1e12,
+            "bandwidth_gbs": bandwidth / 1e9,
+            "matmul_tflops_range": [min(self.matmul) / 1e12, rate / 1e12],
+            "bandwidth_gbs_range": [min(self.bandwidth) / 1e9, bandwidth / 1e9],
+            "probes": len(self.matmul),
+            "compute_ms": compute_ms,
+            "memory_ms": memory_ms,
+            "floor_ms": compute_ms + memory_ms,
+        }
+
+
 def estimate_floor(
     shape: tuple[int, int, int], n_channels: int, n_conv: int, method: str,
     device: torch.device, dtype: torch.dtype,
 ) -> dict[str, Any]:
-    """Floor of one iteration on `device` with activations in `dtype`.
+    """Floor of one iteration on `device` with activations in `dtype`, from one probe.
 
     Parameters
     ----------
@@ -112,25 +192,6 @@ def estimate_floor(
     Returns
     -------
     dict
-        ``gflop``, ``gbyte``, measured ``matmul_tflops`` and ``bandwidth_gbs``, and
-        ``floor_ms`` with its ``compute_ms`` and ``memory_ms`` parts.
+        As `MachineRates.floor`.
     """
-    height, width, in_channels = shape
-    element = torch.finfo(dtype).bits // 8
-    flops, nbytes = iteration_cost(
-        height, width, in_channels, n_channels, n_conv, method, element
-    )
-    rate = measure_matmul_rate(device, dtype)
-    bandwidth = measure_bandwidth(device)
-    compute_ms, memory_ms = 1e3 * flops / rate, 1e3 * nbytes / bandwidth
-    return {
-        "n_channels": n_channels,
-        "dtype": str(dtype).removeprefix("torch."),
-        "gflop": flops / 1e9,
-        "gbyte": nbytes / 1e9,
-        "matmul_tflops": rate / 1e12,
-        "bandwidth_gbs": bandwidth / 1e9,
-        "compute_ms": compute_ms,
-        "memory_ms": memory_ms,
-        "floor_ms": compute_ms + memory_ms,
-    }
+    return MachineRates(device, dtype).floor(shape, n_channels, n_conv, method)
