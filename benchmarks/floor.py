@@ -178,20 +178,6 @@ def estimate_floor(
 ) -> dict[str, Any]:
     """Floor of one iteration on `device` with activations in `dtype`, from one probe.
 
-    Parameters
-    ----------
-    shape : (H, W, channels)
-        Image shape.
-    n_channels, n_conv : int
-        Network size.
-    method : {"sp", "st"}
-    device : torch.device
-    dtype : torch.dtype
-        Arithmetic of the convolutions and the activations (bfloat16 or float32).
-
-    Returns
-    -------
-    dict
-        As `MachineRates.floor`.
+    The parameters and the result are those of `MachineRates` and `MachineRates.floor`.
     """
     return MachineRates(device, dtype).floor(shape, n_channels, n_conv, method)
