@@ -6,13 +6,20 @@ import pytest
 import torch
 from torch import nn
 
-from napari_kanezaki.core import convolution
+from napari_kanezaki.core import convolution, devices
 from napari_kanezaki.core.convolution import (
     block_weight_gradient,
+    blocked_gradient_pays,
     conv3x3,
     uses_block_weight_gradient,
 )
 from napari_kanezaki.core.network import build_network
+
+
+@pytest.fixture(autouse=True)
+def _blocked_gradient_pays(monkeypatch):
+    """The tests below exercise the blocked path whatever the CPU (AMX CPUs skip it)."""
+    monkeypatch.setattr(convolution, "blocked_gradient_pays", lambda: True)
 
 
 def _channels_last(*shape: int, seed: int) -> torch.Tensor:
@@ -92,3 +99,14 @@ def test_the_network_trains_through_the_blocked_path(monkeypatch):
     response.float().square().mean().backward()
     assert calls == [1]  # the 64 -> 64 layer; the first (3 -> 64) stays oneDNN's
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpus_with_amx_keep_onednns_weight_gradient(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert devices.cpu_has_amx.__wrapped__() is amx  # the cached probe, uncached
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(convolution, "blocked_gradient_pays", blocked_gradient_pays)
+    x = _channels_last(1, 64, 8, 8, seed=6).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert uses_block_weight_gradient(x, nn.Conv2d(64, 64, 3, padding=1)) is (not amx)

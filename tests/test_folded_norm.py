@@ -8,9 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from napari_kanezaki.core import folded_norm, network
+from napari_kanezaki.core import convolution, devices, folded_norm, network
 from napari_kanezaki.core.folded_norm import norm_conv, uses_folded_norm
 from napari_kanezaki.core.network import build_network
+
+
+
+@pytest.fixture(autouse=True)
+def _no_amx(monkeypatch):
+    """Fold at every width, whatever the CPU (`test_amx_cpus_fold_wide_networks_only`)."""
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: False)
 
 
 def _pair(channels: int, out_channels: int, kernel: int, momentum: float | None = 0.1):
@@ -60,6 +67,7 @@ def _train_once(model: nn.Module, x: torch.Tensor, grad: torch.Tensor, autocast:
 
 @pytest.mark.parametrize("channels", [64, 48])  # blocked weight gradient, oneDNN's
 def test_folded_network_matches_the_native_one_within_bfloat16_rounding(monkeypatch, channels):
+    monkeypatch.setattr(convolution, "blocked_gradient_pays", lambda: True)  # also on AMX
     model = build_network(3, channels, 2, spatial_dims=2, seed=0, device=torch.device("cpu"))
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(1, 3, 40, 50, generator=generator).contiguous(memory_format=torch.channels_last)
@@ -114,3 +122,14 @@ def test_only_bf16_cpu_training_of_large_2d_maps_is_folded():
         assert not uses_folded_norm(x, conv, norm)  # a convolution then a BatchNorm
         with torch.no_grad():
             assert not uses_folded_norm(x, norm, conv)  # prediction
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_amx_cpus_fold_wide_networks_only(monkeypatch, amx):
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: amx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for channels in (48, 64, 100):
+            x = torch.rand(1, channels, 40, 50).contiguous(memory_format=torch.channels_last)
+            folded = uses_folded_norm(x, nn.BatchNorm2d(channels),
+                                      nn.Conv2d(channels, channels, 3, padding=1))
+            assert folded is (channels >= folded_norm.MIN_CHANNELS_AMX or not amx)

@@ -20,8 +20,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from napari_kanezaki.core import devices
+
 __all__ = [
-    "block_weight_gradient", "conv3x3", "cpu_autocast_dtype", "uses_block_weight_gradient"
+    "block_weight_gradient", "blocked_gradient_pays", "conv3x3", "cpu_autocast_dtype",
+    "uses_block_weight_gradient",
 ]
 
 #: Fewest input channels for which the blocked gradient is used. Measured on 321x481
@@ -30,6 +33,17 @@ __all__ = [
 MIN_CHANNELS = 64
 #: Pixels per im2col block (with 100 channels: operands of ~0.8 and ~7 MB in bfloat16).
 BLOCK_PIXELS = 4096
+
+
+def blocked_gradient_pays() -> bool:
+    """Whether this CPU runs the blocked weight gradient faster than oneDNN's: not with AMX.
+
+    oneDNN's AMX kernels compute the weight gradient faster than the blocked products
+    (Xeon with AMX-BF16, 2 cores, torch 2.11, 321x481, 100 channels: SP step 201-209
+    instead of 232-237 ms, ST 226-242 instead of 280). The blocked gradient was measured
+    faster on AVX-512-BF16 CPUs without AMX (see `MIN_CHANNELS`).
+    """
+    return not devices.cpu_has_amx()
 
 
 def cpu_autocast_dtype() -> torch.dtype | None:
@@ -48,10 +62,12 @@ def uses_block_weight_gradient(x: torch.Tensor, conv: torch.nn.Conv2d) -> bool:
 
     Only where it is measured to be faster: a training forward pass on the CPU under
     bfloat16 autocast, a 2-D 3x3 convolution with stride 1, padding 1, bias, no dilation or
-    groups, at least `MIN_CHANNELS` input channels, and a channels-last input.
+    groups, at least `MIN_CHANNELS` input channels, a channels-last input, and a CPU
+    without AMX (`blocked_gradient_pays`).
     """
     return (
         x.device.type == "cpu"
+        and blocked_gradient_pays()
         and torch.is_grad_enabled()
         and conv.weight.requires_grad
         and cpu_autocast_dtype() == torch.bfloat16

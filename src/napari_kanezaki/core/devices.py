@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -12,6 +14,8 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "autocast",
+    "cpu_has_amx",
+    "reproducible_kernels",
     "memory_format",
     "to_device",
 ]
@@ -105,6 +109,16 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
+@functools.cache
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX tiles (Intel Xeon since Sapphire Rapids), as PyTorch sees them.
+
+    Some CPU paths of the training step are chosen by it (`core.convolution`,
+    `core.folded_norm`): oneDNN's AMX kernels change which of them is faster.
+    """
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def _cpu_has_fast_bf16() -> bool:
     """True on CPUs with native bfloat16 arithmetic (AVX-512 BF16 or AMX tiles)."""
     cpu = torch.cpu
@@ -127,6 +141,33 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def reproducible_kernels(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CUDA work with cuDNN's deterministic algorithms, then restore.
+
+    cuDNN may otherwise pick convolution algorithms (weight gradients, above all) whose
+    sums run in a varying order, so two runs with one seed drift apart on a GPU. Inside
+    this context ``torch.backends.cudnn.deterministic`` is True and ``benchmark`` False;
+    the caller's settings come back on exit, so the rest of the process is untouched.
+    Nothing changes on other devices.
+
+    Parameters
+    ----------
+    device : torch.device
+        The device the enclosed work runs on.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
 
 
 def memory_format(ndim: int) -> torch.memory_format:

@@ -23,16 +23,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_kanezaki.core import convolution
+from napari_kanezaki.core import convolution, devices
 from napari_kanezaki.core.convolution import cpu_autocast_dtype, uses_block_weight_gradient
 
-__all__ = ["MIN_PIXELS", "norm_conv", "uses_folded_norm"]
+__all__ = ["MIN_CHANNELS_AMX", "MIN_PIXELS", "norm_conv", "uses_folded_norm"]
 
 #: Fewest pixels (batch x height x width) folded. On maps of a few dozen pixels the three
 #: bfloat16 roundings of the folded input gradient show against BatchNorm's float32
 #: kernel (27 % against 1 % of the first layer's weight gradient on 10 pixels, the same
 #: error from 256 pixels on); such maps gain nothing from the fold anyway.
 MIN_PIXELS = 1024
+#: Fewest normalised channels folded on CPUs with AMX. There the interactive preset's
+#: 48-channel network trained faster unfolded (Xeon with AMX-BF16, 2 cores, torch 2.11,
+#: 321x481: SP 78-80 instead of 86-87 ms per step, ST 93-94 instead of 100-108); the
+#: paper's 100 channels faster folded (SP 232-237 instead of 267-305 ms, both with the
+#: blocked weight gradient). Without AMX the fold pays at every width measured.
+MIN_CHANNELS_AMX = 64
 
 
 def uses_folded_norm(x: torch.Tensor, norm: nn.Module, conv: nn.Module) -> bool:
@@ -42,7 +48,8 @@ def uses_folded_norm(x: torch.Tensor, norm: nn.Module, conv: nn.Module) -> bool:
     autocast, a channels-last 2-D input of at least `MIN_PIXELS` pixels, a
     `torch.nn.BatchNorm2d` in training mode with affine parameters and running statistics,
     then a `torch.nn.Conv2d` with bias, stride 1, no dilation or groups, and a 1x1 kernel
-    without padding or a 3x3 kernel with zero padding 1.
+    without padding or a 3x3 kernel with zero padding 1; on CPUs with AMX, at least
+    `MIN_CHANNELS_AMX` channels.
     """
     if type(norm) is not nn.BatchNorm2d or type(conv) is not nn.Conv2d:
         return False
@@ -64,6 +71,7 @@ def uses_folded_norm(x: torch.Tensor, norm: nn.Module, conv: nn.Module) -> bool:
         and conv.groups == 1
         and conv.padding_mode == "zeros"
         and conv.bias is not None
+        and (conv.in_channels >= MIN_CHANNELS_AMX or not devices.cpu_has_amx())
     )
 
 

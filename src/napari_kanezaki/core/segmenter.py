@@ -15,9 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_kanezaki.core import checkpoint
+from napari_kanezaki.core import checkpoint, cuda_graph
 from napari_kanezaki.core.config import Config, ConfigError, SPConfig, STConfig, config_for_method
-from napari_kanezaki.core.devices import autocast, resolve_device, resolve_precision, to_device
+from napari_kanezaki.core.devices import (
+    autocast,
+    reproducible_kernels,
+    resolve_device,
+    resolve_precision,
+    to_device,
+)
 from napari_kanezaki.core.network import KanezakiNet, build_network, check_input
 from napari_kanezaki.core.optim import make_optimizer
 from napari_kanezaki.core.reference import reference_batches, train_in_turn, train_on_batches
@@ -138,6 +144,8 @@ class Segmenter:
         if isinstance(cfg, SPConfig):
             superpixels = batch_superpixels([array], cfg, self.device, spacing=self.spacing)
         step = self._make_step((1, *array.shape[1:]), superpixels, scribble_tensor)
+        if cuda_graph.use_cuda_graph(cfg, self.device):
+            step = cuda_graph.GraphedStep(step)
         augment = make_augmenter(cfg, self.seed)
         rule = StopRule(cfg.max_iter, min_labels, cfg.plateau_iter, cfg.plateau_tol,
                         self._check_every)
@@ -242,7 +250,7 @@ class Segmenter:
             raise RuntimeError("no trained model: call run(), fit() or Segmenter.load() first.")
         array, geometry = prepare_network_input(image, self.config, channel_axis)
         check_input(self.model, array.shape[0], spatial_dims=array.ndim - 1)
-        with self._autocast():
+        with self._autocast(), reproducible_kernels(self.device):
             response = self.model(self._to_device(array[np.newaxis]))
         channels = predicted_channels(response, self.keep_ids,
                                       getattr(self.config, "painted_only", False))

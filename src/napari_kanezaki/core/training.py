@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from napari_kanezaki.core.config import Config, ConfigError, SPConfig, STConfig
+from napari_kanezaki.core.devices import reproducible_kernels
 from napari_kanezaki.core.losses import loss_and_gradient, pixel_weights
 from napari_kanezaki.core.superpixels import compute_superpixels, histogram, refine_by_superpixels
 from napari_kanezaki.imaging.images import ImageError, number_segments
@@ -188,7 +189,9 @@ def make_step(
     Returns
     -------
     callable
-        ``step(x) -> (loss, channels, n_labels)``, tensors on the model's device.
+        ``step(x) -> (loss, channels, n_labels)``, tensors on the model's device. On a GPU
+        the update runs with cuDNN's deterministic algorithms (`reproducible_kernels`), so
+        one seed gives one result.
     """
     n_channels = config.n_channels
     w_con = config.w_con if isinstance(config, STConfig) else 0.0
@@ -199,6 +202,10 @@ def make_step(
         weights = 1.0 / math.prod(batch_shape)
 
     def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with reproducible_kernels(x.device):
+            return update(x)
+
+    def update(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             response = model(x)
