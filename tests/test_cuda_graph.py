@@ -1,17 +1,54 @@
-"""The training update replayed as a CUDA graph: when it applies, and (on a GPU) that a
-graphed run is bitwise the eager run, state by state."""
+"""The GPU paths of training: cuDNN's deterministic algorithms around every update, and
+the update replayed as a CUDA graph (when it applies, and, on a GPU, that a graphed run is
+bitwise the eager run, state by state)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
 import torch
 
 from napari_kanezaki import NormalizedImage, Segmenter, SPConfig, STConfig
-from napari_kanezaki.core import cuda_graph
+from napari_kanezaki.core import cuda_graph, training
+from napari_kanezaki.core.devices import reproducible_kernels
 from napari_kanezaki.imaging.samples import noisy_regions
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_reproducible_kernels_set_cudnn_for_cuda_work_and_restore_it(fails):
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = False, True  # a caller's own settings
+    try:
+        with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+            with reproducible_kernels(torch.device("cuda")):
+                assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+                if fails:
+                    raise RuntimeError("a failing update")
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        with reproducible_kernels(torch.device("cpu")):
+            assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+
+
+def test_every_update_runs_inside_reproducible_kernels(monkeypatch):
+    seen = []
+
+    @contextlib.contextmanager
+    def recording(device):
+        seen.append(device.type)
+        yield
+
+    monkeypatch.setattr(training, "reproducible_kernels", recording)
+    image, _ = noisy_regions((24, 24), seed=1)
+    config = STConfig(n_channels=8, max_iter=3, min_labels=1)
+    states = list(Segmenter(config, device="cpu", seed=0).run(image))
+    assert seen == ["cpu"] * len(states) == ["cpu"] * 3
 
 
 @pytest.mark.parametrize(

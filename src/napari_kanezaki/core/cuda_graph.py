@@ -2,11 +2,11 @@
 
 On a GPU the update of this small network is bound by kernel launches, not by arithmetic:
 on an H100 the interactive preset's update on a 321x481 image keeps the GPU busy ~1 ms of
-the ~3.4 ms the Python loop takes to launch its ~120 kernels. `GraphedStep` runs the first
-updates eagerly (on a side stream, as CUDA graph capture requires), then records one update
-with `torch.cuda.graph` and replays that record for every later update. The arithmetic is
-the same kernels on the same memory, so the results are bitwise those of the eager loop
-(tested on CUDA).
+the 2.7-3.4 ms the Python loop takes to launch its ~120 kernels (1.05-1.2 ms graphed).
+`GraphedStep` runs the first updates eagerly (on a side stream, as CUDA graph capture
+requires), then records one update with `torch.cuda.graph` and replays that record for
+every later update. The arithmetic is the same kernels on the same memory, so the results
+are bitwise those of the eager loop (tested on CUDA).
 
 Only SGD (the papers' optimiser, every preset's) is captured: PyTorch's Adam and ASGD keep
 their step count on the host unless built ``capturable``.

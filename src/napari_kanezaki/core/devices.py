@@ -148,7 +148,7 @@ def reproducible_kernels(device: torch.device) -> Iterator[None]:
     """Run the enclosed CUDA work with cuDNN's deterministic algorithms, then restore.
 
     cuDNN may otherwise pick convolution algorithms (weight gradients, above all) whose
-    sums run in a varying order, so two runs with one seed drift apart on a GPU. Inside
+    sums run in a varying order, so that two runs with one seed can drift apart. Inside
     this context ``torch.backends.cudnn.deterministic`` is True and ``benchmark`` False;
     the caller's settings come back on exit, so the rest of the process is untouched.
     Nothing changes on other devices.
