@@ -22,6 +22,7 @@ Run from the ``benchmarks`` folder, e.g.::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -108,9 +109,8 @@ def check_reproducibility(image: np.ndarray, device: torch.device, n_iter: int
     return result
 
 
-def _no_change(device: torch.device):
-    import contextlib
-
+def _no_change(device: torch.device) -> contextlib.AbstractContextManager:
+    """cuDNN's own settings: `reproducible_kernels` replaced by a context that does nothing."""
     return contextlib.nullcontext()
 
 
