@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +54,21 @@ def widget(viewer):
     """The "Segment image" dock widget, docked through the plugin manifest."""
     _, widget = viewer.window.add_plugin_dock_widget("napari-kanezaki", "Segment image")
     return widget
+
+
+@pytest.fixture
+def load_benchmark(monkeypatch):
+    """Import a script of ``benchmarks/`` by name (its sibling `common` importable too)."""
+    import importlib.util
+    import sys
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    sys.modules.pop("common", None)

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from napari_kanezaki.core import convolution, folded_norm
 
-_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def cpu_paths(monkeypatch):
-    monkeypatch.syspath_prepend(str(_BENCHMARKS))  # cpu_paths.py imports its sibling `common`
-    spec = importlib.util.spec_from_file_location("cpu_paths", _BENCHMARKS / "cpu_paths.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def cpu_paths(load_benchmark):
+    module = load_benchmark("cpu_paths")
     yield module
     module.set_variant("default")
-    sys.modules.pop("common", None)
 
 
 def test_variants_force_their_paths_and_default_restores_the_projects(cpu_paths):

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def floor(monkeypatch):
-    monkeypatch.syspath_prepend(str(_BENCHMARKS))  # floor.py imports its sibling `common`
-    spec = importlib.util.spec_from_file_location("floor", _BENCHMARKS / "floor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("common", None)
+def floor(load_benchmark):
+    return load_benchmark("floor")
 
 
 def test_a_slow_probe_does_not_raise_the_floor(floor, monkeypatch):
